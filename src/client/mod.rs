@@ -1,0 +1,1 @@
+//! `client` room: see docs/design.md.

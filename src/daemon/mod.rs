@@ -1,0 +1,1 @@
+//! `daemon` room: see docs/design.md.

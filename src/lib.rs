@@ -1,0 +1,21 @@
+//! castlog: reliable topic messaging over UDP unicast, broadcast and
+//! multicast, with a persistent per-host log and replay from an offset.
+//!
+//! The crate is split into rooms, one job each (see `docs/design.md`):
+//!
+//! - [`wire`]: bytes that cross a socket (frames, records, client IPC).
+//! - [`proto`]: the protocol as sans-IO state machines (no sockets, no clock).
+//! - [`log`]: the segmented append-only topic log on disk.
+//! - [`netconf`]: reading and validating netconf TOML files.
+//! - [`daemon`]: the only room with sockets, threads and the clock.
+//! - [`client`]: the application API over the daemon's Unix socket.
+//!
+//! Dependencies point one way: `daemon -> proto, log, netconf, wire`;
+//! `proto -> wire`; `log -> wire::record`; `client -> wire::ipc`.
+
+pub mod client;
+pub mod daemon;
+pub mod log;
+pub mod netconf;
+pub mod proto;
+pub mod wire;

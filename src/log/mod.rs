@@ -1,0 +1,1 @@
+//! `log` room: see docs/design.md.

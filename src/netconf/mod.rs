@@ -1,0 +1,1 @@
+//! `netconf` room: see docs/design.md.

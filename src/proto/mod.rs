@@ -1,0 +1,1 @@
+//! `proto` room: see docs/design.md.
