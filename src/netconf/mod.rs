@@ -20,6 +20,7 @@ mod error;
 pub mod model;
 mod raw;
 mod validate;
+mod values;
 
 use std::path::{Path, PathBuf};
 
@@ -138,7 +139,10 @@ mod tests {
             validate::TOPIC_KEYS,
         ] {
             for key in list {
-                assert!(docs.contains(&format!("`{key}`")), "docs/netconf.md lacks `{key}`");
+                assert!(
+                    docs.contains(&format!("`{key}`")),
+                    "docs/netconf.md lacks `{key}`"
+                );
             }
         }
     }
@@ -155,6 +159,8 @@ mod tests {
     fn a_missing_file_is_an_error_without_position() {
         let e = NetConf::load(Path::new("/nonexistent/castlog.toml")).unwrap_err();
         assert_eq!(e.line, 0);
-        assert!(e.to_string().starts_with("/nonexistent/castlog.toml: cannot read"));
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent/castlog.toml: cannot read"));
     }
 }

@@ -172,9 +172,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
             None => return Ok(unspanned(Value::Table(Vec::new()))),
             Some(first) => first,
         };
-        let is_span_field = |k: &AnyKey| {
-            matches!(k, AnyKey::Plain(name) if SPANNED_FIELDS.contains(&name.as_str()))
-        };
+        let is_span_field = |k: &AnyKey| matches!(k, AnyKey::Plain(name) if SPANNED_FIELDS.contains(&name.as_str()));
         if !is_span_field(&first) {
             return table_from(first, map).map(unspanned);
         }

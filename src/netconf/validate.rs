@@ -6,17 +6,21 @@
 //! errors of a file are collected, then sorted by position, so `castlog
 //! check` can show them all and `NetConf::from_str` returns the first.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::ops::{Range, RangeInclusive};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::Error;
 use super::model::{
-    is_valid_node_name, is_valid_topic, mask_u128, mask_u32, Cidr, FsyncPolicy, GroupConf,
-    GroupKind, IdlePolicy, NetConf, NodeConf, TopicPattern, TopicRule, DEFAULT_DATA_DIR,
+    is_valid_node_name, FsyncPolicy, GroupConf, GroupKind, IdlePolicy, NetConf, NodeConf,
+    TopicPattern, TopicRule, DEFAULT_DATA_DIR,
 };
 use super::raw::{self, Item, Key, Value};
+use super::values::{
+    boolean, cidr, closest, duration_in, fmt_duration, fmt_size, group_addr, int_in, ms, one_of,
+    path_value, pattern, secs, size_in, socket_addr, string, type_error, DAY, GIB, KIB, MIB, PIB,
+};
 
 // Allowed keys per table. `docs/netconf.md` documents each one (a test in
 // mod.rs checks that it mentions them all).
@@ -64,27 +68,22 @@ pub(crate) const TOPIC_KEYS: &[&str] = &[
     "publishers",
 ];
 
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
-const TIB: u64 = 1 << 40;
-const PIB: u64 = 1 << 50;
-
-const fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-const fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-const DAY: u64 = 86_400;
-
 /// Parses and validates `text`; `origin` names it in errors.
 pub(crate) fn build(text: &str, origin: &str) -> Result<NetConf, Vec<Error>> {
     let root = match raw::parse(text) {
         Ok(root) => root,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            let reason = e.message().trim().to_lowercase();
+            // toml's message can span lines; a netconf error is one line.
+            let reason = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ")
+                .to_lowercase();
+            let reason = format!("toml syntax: {reason}");
             return Err(vec![Error::at(origin, text, span, "", reason)]);
         }
     };
@@ -97,8 +96,7 @@ pub(crate) fn build(text: &str, origin: &str) -> Result<NetConf, Vec<Error>> {
     if cx.errors.is_empty() {
         Ok(conf)
     } else {
-        cx.errors
-            .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        cx.errors.sort_by_key(|e| (e.line, e.column));
         Err(cx.errors)
     }
 }
@@ -157,6 +155,60 @@ impl Cx<'_> {
         }
     }
 
+    /// Reads an optional list, each item with `each`; an item's error points
+    /// at that item. Also refuses an empty list (`empty` says why) and the
+    /// same item twice.
+    fn opt_list<T: PartialEq + std::fmt::Display>(
+        &mut self,
+        t: Table,
+        key: &str,
+        empty: &str,
+        each: Parse<T>,
+    ) -> Option<Vec<T>> {
+        let item = t.get(key)?;
+        let field = t.field(key);
+        let Value::Array(items) = &item.value else {
+            self.err(
+                item.span.clone(),
+                &field,
+                type_error("a list [..]", &item.value),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.err(item.span.clone(), &field, empty.to_owned());
+            return None;
+        }
+        let mut out: Vec<T> = Vec::new();
+        let mut ok = true;
+        for (i, it) in items.iter().enumerate() {
+            match each(&it.value) {
+                Ok(v) if out.contains(&v) => {
+                    self.err(
+                        it.span.clone(),
+                        &field,
+                        format!("item {i}: {v} is listed twice"),
+                    );
+                    ok = false;
+                }
+                Ok(v) => out.push(v),
+                Err(reason) => {
+                    self.err(it.span.clone(), &field, format!("item {i}: {reason}"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// Records "missing" at the table header when `key` is absent.
+    fn require(&mut self, t: Table, key: &str, what: &str) {
+        if t.get(key).is_none() {
+            let reason = format!("missing key `{key}` ({what})");
+            self.err(t.span.clone(), &t.field(key), reason);
+        }
+    }
+
     /// Reads a required key: records "missing" at the table header.
     fn req<T>(&mut self, t: Table, key: &str, what: &str, parse: Parse<T>) -> Option<T> {
         if t.get(key).is_none() {
@@ -169,7 +221,12 @@ impl Cx<'_> {
 
     /// Records every key of `t` that is not in `allowed`; `misplaced`
     /// explains keys that are valid elsewhere (e.g. for another kind).
-    fn check_keys(&mut self, t: Table, allowed: &[&[&str]], misplaced: &dyn Fn(&str) -> Option<String>) {
+    fn check_keys(
+        &mut self,
+        t: Table,
+        allowed: &[&[&str]],
+        misplaced: &dyn Fn(&str) -> Option<String>,
+    ) {
         for (k, _) in t.entries {
             let key = k.get_ref().as_str();
             if allowed.iter().any(|list| list.contains(&key)) {
@@ -199,7 +256,11 @@ impl Cx<'_> {
         self.check_keys(top, &[TOP_KEYS], &|_| None);
 
         let node = match top.get("node") {
-            None => self.node(Table { path: "node", entries: &[], span: &empty }),
+            None => self.node(Table {
+                path: "node",
+                entries: &[],
+                span: &empty,
+            }),
             Some(item) => match &item.value {
                 Value::Table(entries) => self.node(Table {
                     path: "node",
@@ -209,7 +270,11 @@ impl Cx<'_> {
                 other => {
                     let reason = format!("expected a table [node], got {}", other.type_name());
                     self.err(item.span.clone(), "node", reason);
-                    self.node(Table { path: "node", entries: &[], span: &empty })
+                    self.node(Table {
+                        path: "node",
+                        entries: &[],
+                        span: &empty,
+                    })
                 }
             },
         };
@@ -239,10 +304,7 @@ impl Cx<'_> {
                     }
                 }
                 other => {
-                    let reason = format!(
-                        "expected [group.NAME] tables, got {}",
-                        other.type_name()
-                    );
+                    let reason = format!("expected [group.NAME] tables, got {}", other.type_name());
                     self.err(item.span.clone(), "group", reason);
                 }
             },
@@ -263,7 +325,8 @@ impl Cx<'_> {
                 ),
                 Value::Array(rules) => {
                     for (i, rule) in rules.iter().enumerate() {
-                        if let Some(rule) = self.topic(i, rule, &declared, &topics) {
+                        let groups = (!declared.is_empty()).then_some(declared.as_slice());
+                        if let Some(rule) = self.topic(i, rule, groups, &topics) {
                             topics.push(rule);
                         }
                     }
@@ -373,7 +436,11 @@ impl Cx<'_> {
             .opt(t, "segment-max-size", &size_in(4 * KIB..=16 * GIB))
             .unwrap_or(128 * MIB);
         let segment_max_age = self
-            .opt(t, "segment-max-age", &duration_in(secs(1)..=secs(365 * DAY)))
+            .opt(
+                t,
+                "segment-max-age",
+                &duration_in(secs(1)..=secs(365 * DAY)),
+            )
             .unwrap_or(secs(3600));
         NodeConf {
             name,
@@ -398,10 +465,7 @@ impl Cx<'_> {
             );
         }
         let Value::Table(entries) = &item.value else {
-            let reason = format!(
-                "expected a table [{path}], got {}",
-                item.value.type_name()
-            );
+            let reason = format!("expected a table [{path}], got {}", item.value.type_name());
             self.err(item.span.clone(), &path, reason);
             return None;
         };
@@ -458,7 +522,11 @@ impl Cx<'_> {
         let mtu = self.opt(t, "mtu", &size_in(576..=65_000)).unwrap_or(1400);
         let rate_limit = self.opt(t, "rate-limit", &size_in(KIB..=100 * GIB));
         let hb_min = self
-            .opt(t, "heartbeat-interval-min", &duration_in(Duration::from_micros(100)..=secs(10)))
+            .opt(
+                t,
+                "heartbeat-interval-min",
+                &duration_in(Duration::from_micros(100)..=secs(10)),
+            )
             .unwrap_or(ms(5));
         let hb_max = self
             .opt(t, "heartbeat-interval-max", &duration_in(hb_min..=secs(60)))
@@ -494,7 +562,11 @@ impl Cx<'_> {
         }
         let liveness_min = hb_max.saturating_mul(2);
         let liveness_timeout = self
-            .opt(t, "liveness-timeout", &duration_in(liveness_min..=secs(3600)))
+            .opt(
+                t,
+                "liveness-timeout",
+                &duration_in(liveness_min..=secs(3600)),
+            )
             .unwrap_or(secs(5));
         if t.get("liveness-timeout").is_none() && liveness_timeout < liveness_min {
             if let Some(item) = t.get("heartbeat-interval-max") {
@@ -517,7 +589,12 @@ impl Cx<'_> {
             .unwrap_or(16 * MIB);
         let gso = self.opt(t, "gso", &boolean).unwrap_or(true);
         let allow = self
-            .opt(t, "allow", &|v| list(v, &|v| cidr(string(v)?)))
+            .opt_list(
+                t,
+                "allow",
+                "must list at least one network; leave `allow` out to accept any source",
+                &|v| cidr(string(v)?),
+            )
             .unwrap_or_default();
         let key_file = self.opt(t, "key-file", &path_value);
         let previous_key_file = self.opt(t, "previous-key-file", &path_value);
@@ -554,16 +631,21 @@ impl Cx<'_> {
     }
 
     fn multicast(&mut self, t: Table) -> Option<GroupKind> {
-        let address = self.req(t, "address", "a multicast IPV4:PORT such as \"239.255.1.1:7400\"", &|v| {
-            let a = group_addr(v)?;
-            if a.ip().is_multicast() {
-                Ok(a)
-            } else {
-                Err(format!(
-                    "must be a multicast address (224.0.0.0/4, e.g. 239.255.1.1:7400), got {a}"
-                ))
-            }
-        });
+        let address = self.req(
+            t,
+            "address",
+            "a multicast IPV4:PORT such as \"239.255.1.1:7400\"",
+            &|v| {
+                let a = group_addr(v)?;
+                if a.ip().is_multicast() {
+                    Ok(a)
+                } else {
+                    Err(format!(
+                        "must be a multicast address (224.0.0.0/4, e.g. 239.255.1.1:7400), got {a}"
+                    ))
+                }
+            },
+        );
         let interface = self
             .opt(t, "interface", &|v| {
                 let s = string(v)?;
@@ -577,7 +659,9 @@ impl Cx<'_> {
                 }
             })
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let ttl = self.opt(t, "ttl", &int_in(1..=255)).and_then(|n| u8::try_from(n).ok());
+        let ttl = self
+            .opt(t, "ttl", &int_in(1..=255))
+            .and_then(|n| u8::try_from(n).ok());
         let loopback = self.opt(t, "loopback", &boolean).unwrap_or(true);
         Some(GroupKind::Multicast {
             address: address?,
@@ -603,27 +687,30 @@ impl Cx<'_> {
 
     fn unicast(&mut self, t: Table) -> Option<GroupKind> {
         let port = self
-            .req(t, "port", "the UDP port this node receives on, 1..=65535", &int_in(1..=65_535))
+            .req(
+                t,
+                "port",
+                "the UDP port this node receives on, 1..=65535",
+                &int_in(1..=65_535),
+            )
             .and_then(|n| u16::try_from(n).ok());
-        let peers = self.req(t, "peers", "a list of peer addresses such as [\"10.1.0.2:7402\"]", &|v| {
-            let peers = list(v, &|v| {
+        let what = "a list of peer addresses such as [\"10.1.0.2:7402\"]";
+        self.require(t, "peers", what);
+        let peers = self.opt_list(
+            t,
+            "peers",
+            &format!("must list at least one peer: {what}"),
+            &|v| {
                 let a = socket_addr(v)?;
                 if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
-                    Err(format!("a peer must be a unicast IP:PORT with a port, got {a}"))
+                    Err(format!(
+                        "a peer must be a unicast IP:PORT with a port, got {a}"
+                    ))
                 } else {
                     Ok(a)
                 }
-            })?;
-            if peers.is_empty() {
-                return Err("must list at least one peer such as \"10.1.0.2:7402\"".into());
-            }
-            for (i, p) in peers.iter().enumerate() {
-                if peers[..i].contains(p) {
-                    return Err(format!("lists {p} twice"));
-                }
-            }
-            Ok(peers)
-        });
+            },
+        );
         Some(GroupKind::Unicast {
             port: port?,
             peers: peers?,
@@ -634,7 +721,7 @@ impl Cx<'_> {
         &mut self,
         index: usize,
         item: &Item,
-        groups: &[String],
+        groups: Option<&[String]>,
         earlier: &[TopicRule],
     ) -> Option<TopicRule> {
         let path = format!("topic[{index}]");
@@ -649,7 +736,9 @@ impl Cx<'_> {
             span: &item.span,
         };
         self.check_keys(t, &[TOPIC_KEYS], &|_| None);
-        let pattern = self.req(t, "pattern", "an exact topic, PREFIX.* or *", &|v| pattern(string(v)?));
+        let pattern = self.req(t, "pattern", "an exact topic, PREFIX.* or *", &|v| {
+            pattern(string(v)?)
+        });
         if let (Some(p), Some(pattern_item)) = (&pattern, t.get("pattern")) {
             if let Some((j, reason)) = shadowed_by(p, earlier) {
                 self.err(
@@ -661,13 +750,21 @@ impl Cx<'_> {
         }
         let group = self.req(t, "group", "the name of a [group.NAME]", &|v| {
             let g = string(v)?;
+            // No group at all is reported once, at `group`, not per rule.
+            let Some(groups) = groups else {
+                return Ok(g.to_owned());
+            };
             if groups.iter().any(|x| x == g) {
                 Ok(g.to_owned())
             } else {
                 let names: Vec<&str> = groups.iter().map(String::as_str).collect();
                 Err(format!(
                     "no group named \"{g}\"; groups in this file: {}",
-                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
                 ))
             }
         });
@@ -677,21 +774,21 @@ impl Cx<'_> {
             .opt(t, "partitions", &int_in(1..=1024))
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1);
-        let publishers = self.opt(t, "publishers", &|v| {
-            let names = list(v, &|v| {
+        let publishers = self.opt_list(
+            t,
+            "publishers",
+            "must name at least one node; leave `publishers` out to let every node publish",
+            &|v| {
                 let s = string(v)?;
                 if is_valid_node_name(s) {
                     Ok(s.to_owned())
                 } else {
-                    Err(format!("a node name is 1..=64 characters of A-Z a-z 0-9 . _ -, got \"{s}\""))
+                    Err(format!(
+                        "a node name is 1..=64 characters of A-Z a-z 0-9 . _ -, got \"{s}\""
+                    ))
                 }
-            })?;
-            if names.is_empty() {
-                Err("must name at least one node; leave `publishers` out to let every node publish".into())
-            } else {
-                Ok(names)
-            }
-        });
+            },
+        );
         Some(TopicRule {
             pattern: pattern?,
             group: group?,
@@ -715,392 +812,21 @@ fn shadowed_by(p: &TopicPattern, earlier: &[TopicRule]) -> Option<(usize, String
             (TopicPattern::Exact(a), TopicPattern::Exact(b)) => a == b,
             _ => false,
         };
-        covered.then(|| (j, format!("(`{}`) already matches every topic `{p}` matches", r.pattern)))
+        covered.then(|| {
+            (
+                j,
+                format!(
+                    "(`{}`) already matches every topic `{p}` matches",
+                    r.pattern
+                ),
+            )
+        })
     })
-}
-
-// ---- value parsers: pure functions from a raw value to a typed value ----
-
-fn type_error(expected: &str, got: &Value) -> String {
-    match got {
-        Value::String(s) => format!("expected {expected}, got a string \"{s}\""),
-        Value::Integer(n) => format!("expected {expected}, got an integer {n}"),
-        other => format!("expected {expected}, got {}", other.type_name()),
-    }
-}
-
-fn string(v: &Value) -> Result<&str, String> {
-    match v {
-        Value::String(s) => Ok(s),
-        other => Err(type_error("a string", other)),
-    }
-}
-
-fn path_value(v: &Value) -> Result<PathBuf, String> {
-    let s = string(v)?;
-    if s.is_empty() {
-        Err("expected a path, got an empty string".into())
-    } else {
-        Ok(PathBuf::from(s))
-    }
-}
-
-fn boolean(v: &Value) -> Result<bool, String> {
-    match v {
-        Value::Boolean(b) => Ok(*b),
-        other => Err(type_error("true or false", other)),
-    }
-}
-
-fn int_in(range: RangeInclusive<i64>) -> impl Fn(&Value) -> Result<i64, String> {
-    move |v| match v {
-        Value::Integer(n) if range.contains(n) => Ok(*n),
-        Value::Integer(n) => Err(format!(
-            "must be {}..={}, got {n}",
-            range.start(),
-            range.end()
-        )),
-        other => Err(type_error(
-            &format!("an integer {}..={}", range.start(), range.end()),
-            other,
-        )),
-    }
-}
-
-fn one_of<T: Copy>(v: &Value, choices: &[(&str, T)]) -> Result<T, String> {
-    let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-    let expected = format!("one of {}", names.join(", "));
-    let s = string(v).map_err(|_| type_error(&expected, v))?;
-    choices
-        .iter()
-        .find(|(n, _)| *n == s)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| format!("must be {expected}, got \"{s}\""))
-}
-
-fn list<T>(v: &Value, each: &dyn Fn(&Value) -> Result<T, String>) -> Result<Vec<T>, String> {
-    let Value::Array(items) = v else {
-        return Err(type_error("a list [..]", v));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| each(&item.value).map_err(|e| format!("item {i}: {e}")))
-        .collect()
-}
-
-fn socket_addr(v: &Value) -> Result<SocketAddr, String> {
-    let s = string(v)?;
-    s.parse().map_err(|_| {
-        format!("expected IP:PORT such as \"10.1.0.1:7500\" (IPv6: \"[::1]:7500\"), got \"{s}\"")
-    })
-}
-
-/// A group's IPv4 address with a non-zero port.
-fn group_addr(v: &Value) -> Result<SocketAddrV4, String> {
-    let s = string(v)?;
-    let a: SocketAddrV4 = s
-        .parse()
-        .map_err(|_| format!("expected IPV4:PORT such as \"239.255.1.1:7400\", got \"{s}\""))?;
-    if a.port() == 0 {
-        return Err(format!("the port must be 1..=65535, got 0 in \"{s}\""));
-    }
-    Ok(a)
-}
-
-/// `10.1.0.0/24`, `fd00::/8`, or a bare address (a /32 or /128).
-pub(crate) fn cidr(s: &str) -> Result<Cidr, String> {
-    let bad = || format!("expected a network such as \"10.1.0.0/24\", got \"{s}\"");
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
-    };
-    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix_len = match len {
-        None => max,
-        Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => {
-            match l.parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => return Err(format!("prefix length must be 0..={max}, got \"{s}\"")),
-            }
-        }
-        Some(_) => return Err(bad()),
-    };
-    let network = match addr {
-        IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask_u32(prefix_len)).into()),
-        IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask_u128(prefix_len)).into()),
-    };
-    if network != addr {
-        return Err(format!(
-            "host bits are set in \"{s}\"; did you mean \"{network}/{prefix_len}\"?"
-        ));
-    }
-    Ok(Cidr {
-        addr: network,
-        prefix_len,
-    })
-}
-
-/// `md.prices.AAPL` (exact), `md.*` (prefix) or `*`.
-pub(crate) fn pattern(s: &str) -> Result<TopicPattern, String> {
-    if s == "*" {
-        return Ok(TopicPattern::Any);
-    }
-    if let Some(prefix) = s.strip_suffix(".*") {
-        if is_valid_topic(prefix) {
-            return Ok(TopicPattern::Prefix(prefix.to_owned()));
-        }
-    } else if is_valid_topic(s) {
-        return Ok(TopicPattern::Exact(s.to_owned()));
-    }
-    Err(format!(
-        "expected an exact topic (A-Z a-z 0-9 . _ -, dot-separated), PREFIX.* or *; `*` may only stand alone or as the last part after a dot, got \"{s}\""
-    ))
-}
-
-const DURATION_UNITS: &[(&str, u64)] = &[
-    ("us", 1),
-    ("µs", 1),
-    ("ms", 1_000),
-    ("s", 1_000_000),
-    ("m", 60_000_000),
-    ("h", 3_600_000_000),
-    ("d", 86_400_000_000),
-];
-
-/// `250us`, `30ms`, `1s`, `5m`, `1h`, `2d`: an integer and a unit.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let help = "a duration is an integer and a unit: us, ms, s, m, h or d (e.g. \"30ms\")";
-    let (digits, unit) = split_number(s);
-    if digits.is_empty() {
-        return Err(format!("{help}, got \"{s}\""));
-    }
-    let unit = unit.trim_start_matches(' ');
-    if unit.is_empty() {
-        return Err(format!("missing unit in \"{s}\"; {help}"));
-    }
-    let Some((_, micros)) = DURATION_UNITS.iter().find(|(u, _)| *u == unit) else {
-        return Err(format!("unknown unit \"{unit}\" in \"{s}\"; {help}"));
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(*micros))
-        .map(Duration::from_micros)
-        .ok_or_else(|| format!("\"{s}\" is too large"))
-}
-
-const SIZE_UNITS: &[(&str, u64)] = &[
-    ("", 1),
-    ("B", 1),
-    ("KiB", KIB),
-    ("MiB", MIB),
-    ("GiB", GIB),
-    ("TiB", TIB),
-    ("kB", 1_000),
-    ("KB", 1_000),
-    ("MB", 1_000_000),
-    ("GB", 1_000_000_000),
-    ("TB", 1_000_000_000_000),
-];
-
-/// `1400`, `64KiB`, `128MiB`, `10GiB`, `1MB` (powers of 1000).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let help = "a size is an integer of bytes with an optional unit: B, KiB, MiB, GiB, TiB, kB, MB, GB, TB (e.g. \"128MiB\")";
-    let (digits, unit) = split_number(s);
-    if digits.is_empty() {
-        return Err(format!("{help}, got \"{s}\""));
-    }
-    let unit = unit.trim_start_matches(' ');
-    let Some((_, mult)) = SIZE_UNITS.iter().find(|(u, _)| *u == unit) else {
-        return Err(format!("unknown unit \"{unit}\" in \"{s}\"; {help}"));
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(*mult))
-        .ok_or_else(|| format!("\"{s}\" is too large"))
-}
-
-/// Splits leading ASCII digits from the rest.
-fn split_number(s: &str) -> (&str, &str) {
-    let end = s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
-    s.split_at(end)
-}
-
-fn duration_in(range: RangeInclusive<Duration>) -> impl Fn(&Value) -> Result<Duration, String> {
-    move |v| {
-        let d = match v {
-            Value::String(s) => parse_duration(s)?,
-            other => return Err(type_error("a duration string such as \"30ms\"", other)),
-        };
-        if range.contains(&d) {
-            Ok(d)
-        } else {
-            Err(format!(
-                "must be {}..={}, got {}",
-                fmt_duration(*range.start()),
-                fmt_duration(*range.end()),
-                fmt_duration(d)
-            ))
-        }
-    }
-}
-
-fn size_in(range: RangeInclusive<u64>) -> impl Fn(&Value) -> Result<u64, String> {
-    move |v| {
-        let n = match v {
-            Value::String(s) => parse_size(s)?,
-            Value::Integer(n) => u64::try_from(*n).map_err(|_| format!("must not be negative, got {n}"))?,
-            other => return Err(type_error("a size such as \"128MiB\" or 1400", other)),
-        };
-        if range.contains(&n) {
-            Ok(n)
-        } else {
-            Err(format!(
-                "must be {}..={}, got {}",
-                fmt_size(*range.start()),
-                fmt_size(*range.end()),
-                fmt_size(n)
-            ))
-        }
-    }
-}
-
-/// The largest unit that writes `d` exactly: `1h`, `30ms`, `250us`.
-pub(crate) fn fmt_duration(d: Duration) -> String {
-    let micros = d.as_micros();
-    if micros == 0 {
-        return "0s".into();
-    }
-    let (unit, n) = DURATION_UNITS
-        .iter()
-        .rev()
-        .filter(|(u, _)| *u != "µs")
-        .find(|(_, m)| micros % u128::from(*m) == 0)
-        .map(|(u, m)| (*u, micros / u128::from(*m)))
-        .unwrap_or(("us", micros));
-    format!("{n}{unit}")
-}
-
-/// The largest binary unit that writes `n` exactly: `64KiB`, `1400`.
-pub(crate) fn fmt_size(n: u64) -> String {
-    for (unit, m) in [("PiB", PIB), ("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if n >= m && n % m == 0 {
-            return format!("{}{unit}", n / m);
-        }
-    }
-    n.to_string()
-}
-
-/// The allowed name closest to `key` by edit distance, if close enough to
-/// be a typo.
-fn closest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    allowed
-        .iter()
-        .map(|a| (edit_distance(key, a), *a))
-        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, a)| a)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row.first().copied().unwrap_or(0);
-        if let Some(first) = row.first_mut() {
-            *first = i + 1;
-        }
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            let (Some(&up), Some(&left)) = (row.get(j + 1), row.get(j)) else {
-                continue;
-            };
-            let next = (prev + cost).min(up + 1).min(left + 1);
-            prev = up;
-            if let Some(cell) = row.get_mut(j + 1) {
-                *cell = next;
-            }
-        }
-    }
-    row.last().copied().unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_take_an_integer_and_a_unit() {
-        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
-        assert_eq!(parse_duration("30ms"), Ok(ms(30)));
-        assert_eq!(parse_duration("1s"), Ok(secs(1)));
-        assert_eq!(parse_duration("5m"), Ok(secs(300)));
-        assert_eq!(parse_duration("2d"), Ok(secs(2 * DAY)));
-        assert_eq!(parse_duration("10 ms"), Ok(ms(10)));
-        assert!(parse_duration("30").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("1.5s").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("ms").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("99999999999999999999d").unwrap_err().contains("too large"));
-    }
-
-    #[test]
-    fn sizes_take_bytes_or_a_binary_or_decimal_unit() {
-        assert_eq!(parse_size("1400"), Ok(1400));
-        assert_eq!(parse_size("128MiB"), Ok(128 * MIB));
-        assert_eq!(parse_size("10GiB"), Ok(10 * GIB));
-        assert_eq!(parse_size("1MB"), Ok(1_000_000));
-        assert_eq!(parse_size("64 KiB"), Ok(64 * KIB));
-        assert!(parse_size("10gib").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
-    }
-
-    #[test]
-    fn formatting_uses_the_largest_exact_unit() {
-        assert_eq!(fmt_duration(ms(1500)), "1500ms");
-        assert_eq!(fmt_duration(secs(3600)), "1h");
-        assert_eq!(fmt_duration(Duration::from_micros(100)), "100us");
-        assert_eq!(fmt_duration(Duration::ZERO), "0s");
-        assert_eq!(fmt_size(64 * KIB), "64KiB");
-        assert_eq!(fmt_size(1400), "1400");
-        assert_eq!(fmt_size(1536), "1536");
-    }
-
-    #[test]
-    fn cidrs_must_have_zero_host_bits() {
-        assert_eq!(
-            cidr("10.1.0.0/24"),
-            Ok(Cidr { addr: "10.1.0.0".parse().unwrap(), prefix_len: 24 })
-        );
-        assert_eq!(cidr("10.1.0.7").map(|c| c.prefix_len), Ok(32));
-        assert_eq!(cidr("fd00::/8").map(|c| c.prefix_len), Ok(8));
-        assert!(cidr("10.1.0.1/24").unwrap_err().contains("did you mean \"10.1.0.0/24\""));
-        assert!(cidr("10.1.0.0/33").unwrap_err().contains("0..=32"));
-        assert!(cidr("10.1.0.0/").is_err());
-        assert!(cidr("10.1.0.0/+8").is_err());
-        assert!(cidr("banana").is_err());
-    }
-
-    #[test]
-    fn patterns_are_exact_prefix_or_any() {
-        assert_eq!(pattern("*"), Ok(TopicPattern::Any));
-        assert_eq!(pattern("md.*"), Ok(TopicPattern::Prefix("md".into())));
-        assert_eq!(pattern("md.prices"), Ok(TopicPattern::Exact("md.prices".into())));
-        for bad in ["md*x", "md*", "*.md", ".*", "md.*.x", "", "md..x", "md x"] {
-            assert!(pattern(bad).is_err(), "{bad} was accepted");
-        }
-    }
-
-    #[test]
-    fn typos_get_a_suggestion() {
-        assert_eq!(closest("tll", MULTICAST_KEYS), Some("ttl"));
-        assert_eq!(closest("nak-dealy-max", GROUP_KEYS), Some("nak-delay-max"));
-        assert_eq!(closest("zzzzzz", GROUP_KEYS), None);
-    }
 
     #[test]
     fn a_rule_below_a_catch_all_is_reported_as_unused() {
