@@ -148,212 +148,45 @@ fn embedded_default_is_the_default_file() {
 }
 
 /// (file in tests/data/netconf, line, field, substring of the Display).
+#[rustfmt::skip]
 const BAD_FILES: &[(&str, usize, &str, &str)] = &[
-    (
-        "unknown_key_top.toml",
-        1,
-        "colour",
-        "unknown key `colour`; allowed: node, group, topic",
-    ),
-    (
-        "unknown_key_node.toml",
-        2,
-        "node.nmae",
-        "unknown key `nmae`; did you mean `name`?",
-    ),
-    (
-        "unknown_key_group.toml",
-        4,
-        "group.md.tll",
-        "unknown key `tll`; did you mean `ttl`?",
-    ),
-    (
-        "unknown_key_topic.toml",
-        8,
-        "topic[0].retension",
-        "did you mean `retention`?",
-    ),
-    (
-        "key_of_other_kind.toml",
-        4,
-        "group.office.ttl",
-        "`ttl` is not used by kind \"broadcast\" (only by multicast)",
-    ),
-    (
-        "bad_kind.toml",
-        2,
-        "group.md.kind",
-        "must be one of \"multicast\", \"broadcast\", \"unicast\", got \"anycast\"",
-    ),
-    (
-        "missing_kind.toml",
-        1,
-        "group.md.kind",
-        "missing key `kind`",
-    ),
-    (
-        "bad_address.toml",
-        3,
-        "group.md.address",
-        "expected IPV4:PORT such as \"239.255.1.1:7400\", got \"239.255.1.1\"",
-    ),
-    (
-        "not_multicast.toml",
-        3,
-        "group.md.address",
-        "must be a multicast address (224.0.0.0/4",
-    ),
-    (
-        "ttl_out_of_range.toml",
-        7,
-        "group.md.ttl",
-        "ttl_out_of_range.toml:7:7: group.md.ttl: must be 1..=255, got 0",
-    ),
-    (
-        "interface_not_ipv4.toml",
-        4,
-        "group.md.interface",
-        "expected the IPv4 address of a local interface",
-    ),
-    (
-        "bad_duration.toml",
-        4,
-        "group.md.nak-delay-max",
-        "missing unit in \"30\"",
-    ),
-    (
-        "fractional_duration.toml",
-        4,
-        "group.md.liveness-timeout",
-        "unknown unit \".5s\"",
-    ),
-    (
-        "bad_size.toml",
-        8,
-        "topic[0].retention-bytes",
-        "unknown unit \"gib\"",
-    ),
-    (
-        "mtu_out_of_range.toml",
-        4,
-        "group.md.mtu",
-        "must be 576..=65000, got 100",
-    ),
-    (
-        "unknown_group.toml",
-        7,
-        "topic[0].group",
-        "no group named \"mdd\"; groups in this file: md",
-    ),
-    (
-        "bad_pattern.toml",
-        6,
-        "topic[0].pattern",
-        "`*` may only stand alone or as the last part after a dot, got \"md*x\"",
-    ),
-    (
-        "shadowed_rule.toml",
-        10,
-        "topic[1].pattern",
-        "never used: topic[0] above (`*`)",
-    ),
-    (
-        "bad_cidr.toml",
-        4,
-        "group.md.allow",
-        "item 1: host bits are set in \"10.2.0.1/24\"; did you mean \"10.2.0.0/24\"?",
-    ),
-    (
-        "syntax_error.toml",
-        2,
-        "",
-        "syntax_error.toml:2:18: toml syntax: ",
-    ),
-    (
-        "wrong_type.toml",
-        4,
-        "group.md.ttl",
-        "expected an integer 1..=255, got a string \"1\"",
-    ),
-    (
-        "wrong_type_table.toml",
-        1,
-        "node",
-        "expected a table [node], got a string",
-    ),
-    (
-        "datetime_value.toml",
-        8,
-        "topic[0].retention",
-        "expected a duration string such as \"30ms\", got a datetime",
-    ),
-    (
-        "no_topic.toml",
-        1,
-        "topic",
-        "no topic rule: add a [[topic]]",
-    ),
-    (
-        "no_group.toml",
-        1,
-        "group",
-        "no group: add at least one [group.NAME]",
-    ),
-    (
-        "bad_idle.toml",
-        2,
-        "node.idle",
-        "must be one of \"block\", \"yield\", \"spin\", got \"sleep\"",
-    ),
-    (
-        "fsync_interval_unused.toml",
-        3,
-        "node.fsync-interval",
-        "only used with fsync = \"interval\"",
-    ),
-    (
-        "empty_peers.toml",
-        4,
-        "group.mesh.peers",
-        "must list at least one peer",
-    ),
-    (
-        "bad_peer.toml",
-        6,
-        "group.mesh.peers",
-        "item 1: expected IP:PORT",
-    ),
-    (
-        "duplicate_peer.toml",
-        4,
-        "group.mesh.peers",
-        "item 2: 10.1.0.2:7402 is listed twice",
-    ),
-    (
-        "partitions_out_of_range.toml",
-        8,
-        "topic[0].partitions",
-        "must be 1..=1024, got 0",
-    ),
+    ("unknown_key_top.toml", 1, "colour", "unknown key `colour`; allowed: node, group, topic"),
+    ("unknown_key_node.toml", 2, "node.nmae", "unknown key `nmae`; did you mean `name`?"),
+    ("unknown_key_group.toml", 4, "group.md.tll", "unknown key `tll`; did you mean `ttl`?"),
+    ("unknown_key_topic.toml", 8, "topic[0].retension", "did you mean `retention`?"),
+    ("key_of_other_kind.toml", 4, "group.office.ttl", "`ttl` is not used by kind \"broadcast\" (only by multicast)"),
+    ("bad_kind.toml", 2, "group.md.kind", "must be one of \"multicast\", \"broadcast\", \"unicast\", got \"anycast\""),
+    ("missing_kind.toml", 1, "group.md.kind", "missing key `kind`"),
+    ("missing_address.toml", 4, "group.md.address", "missing key `address` (a multicast IPV4:PORT"),
+    ("missing_pattern.toml", 9, "topic[1].pattern", "missing key `pattern` (an exact topic, PREFIX.* or *)"),
+    ("bad_address.toml", 3, "group.md.address", "expected IPV4:PORT such as \"239.255.1.1:7400\", got \"239.255.1.1\""),
+    ("not_multicast.toml", 3, "group.md.address", "must be a multicast address (224.0.0.0/4"),
+    ("ttl_out_of_range.toml", 7, "group.md.ttl", "ttl_out_of_range.toml:7:7: group.md.ttl: must be 1..=255, got 0"),
+    ("interface_not_ipv4.toml", 4, "group.md.interface", "expected the IPv4 address of a local interface"),
+    ("bad_duration.toml", 4, "group.md.nak-delay-max", "missing unit in \"30\""),
+    ("fractional_duration.toml", 4, "group.md.liveness-timeout", "unknown unit \".5s\""),
+    ("bad_size.toml", 8, "topic[0].retention-bytes", "unknown unit \"gib\""),
+    ("mtu_out_of_range.toml", 4, "group.md.mtu", "must be 576..=65000, got 100"),
+    ("unknown_group.toml", 7, "topic[0].group", "no group named \"mdd\"; groups in this file: md"),
+    ("bad_pattern.toml", 6, "topic[0].pattern", "`*` may only stand alone or as the last part after a dot, got \"md*x\""),
+    ("shadowed_rule.toml", 10, "topic[1].pattern", "never used: topic[0] above (`*`)"),
+    ("bad_cidr.toml", 4, "group.md.allow", "item 1: host bits are set in \"10.2.0.1/24\"; did you mean \"10.2.0.0/24\"?"),
+    ("syntax_error.toml", 2, "", "syntax_error.toml:2:18: toml syntax: "),
+    ("wrong_type.toml", 4, "group.md.ttl", "expected an integer 1..=255, got a string \"1\""),
+    ("wrong_type_table.toml", 1, "node", "expected a table [node], got a string"),
+    ("datetime_value.toml", 8, "topic[0].retention", "expected a duration string such as \"30ms\", got a datetime"),
+    ("no_topic.toml", 1, "topic", "no topic rule: add a [[topic]]"),
+    ("no_group.toml", 1, "group", "no group: add at least one [group.NAME]"),
+    ("bad_idle.toml", 2, "node.idle", "must be one of \"block\", \"yield\", \"spin\", got \"sleep\""),
+    ("fsync_interval_unused.toml", 3, "node.fsync-interval", "only used with fsync = \"interval\""),
+    ("empty_peers.toml", 4, "group.mesh.peers", "must list at least one peer"),
+    ("bad_peer.toml", 6, "group.mesh.peers", "item 1: expected IP:PORT"),
+    ("duplicate_peer.toml", 4, "group.mesh.peers", "item 2: 10.1.0.2:7402 is listed twice"),
+    ("partitions_out_of_range.toml", 8, "topic[0].partitions", "must be 1..=1024, got 0"),
     ("bad_console.toml", 2, "node.console", "expected IP:PORT"),
-    (
-        "heartbeat_above_liveness.toml",
-        4,
-        "group.md.heartbeat-interval-max",
-        "must be at most half of liveness-timeout (default 5s), got 10s",
-    ),
-    (
-        "previous_key_without_key.toml",
-        4,
-        "group.md.previous-key-file",
-        "needs `key-file`",
-    ),
-    (
-        "bad_publishers.toml",
-        8,
-        "topic[0].publishers",
-        "item 1: a node name is 1..=64 characters",
-    ),
+    ("heartbeat_above_liveness.toml", 4, "group.md.heartbeat-interval-max", "must be at most half of liveness-timeout (default 5s), got 10s"),
+    ("previous_key_without_key.toml", 4, "group.md.previous-key-file", "needs `key-file`"),
+    ("bad_publishers.toml", 8, "topic[0].publishers", "item 1: a node name is 1..=64 characters"),
 ];
 
 #[test]
@@ -538,5 +371,17 @@ proptest! {
             prop_assert!(shown.starts_with("fuzz.toml"));
             prop_assert!(!shown.contains('\n'), "multi-line error: {}", shown);
         }
+    }
+}
+
+#[test]
+fn deeply_nested_values_are_an_error_not_a_stack_overflow() {
+    for depth in [100, 10_000, 200_000] {
+        let arrays = format!("x = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        assert!(NetConf::from_str(&arrays, "deep.toml").is_err());
+        let tables = format!("x = {}{}\n", "{a = ".repeat(depth), "}".repeat(depth));
+        assert!(NetConf::from_str(&tables, "deep.toml").is_err());
+        let dotted = format!("{} = 1\n", vec!["a"; depth].join("."));
+        assert!(NetConf::from_str(&dotted, "deep.toml").is_err());
     }
 }

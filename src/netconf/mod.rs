@@ -5,7 +5,7 @@
 //! map topics to groups (`[[topic]]`, first match wins). Every key, its
 //! default and its range are in `docs/netconf.md`.
 //!
-//! The path through this room is: text -> [`raw`] (TOML parsed into a tree
+//! The path through this room is: text -> `raw` (TOML parsed into a tree
 //! of values that keep their byte spans) -> `validate` (every check, every
 //! error message) -> [`model`] (plain validated types the daemon builds its
 //! runtime config from). No I/O happens here apart from reading the file in

@@ -55,7 +55,7 @@ pub struct NodeConf {
     /// `fsync` and `fsync-interval`. Default: `interval`, 1s.
     pub fsync: FsyncPolicy,
     /// `segment-max-size`: roll the log segment past this size.
-    /// Default: 128MiB. Range: 1MiB..=16GiB.
+    /// Default: 128MiB. Range: 4KiB..=16GiB.
     pub segment_max_size_bytes: u64,
     /// `segment-max-age`: roll the log segment when its first record is this
     /// old, so retention by age can delete it. Default: 1h. Range: 1s..=365d.
