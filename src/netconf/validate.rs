@@ -569,10 +569,15 @@ impl Cx<'_> {
             )
             .unwrap_or(secs(5));
         if t.get("liveness-timeout").is_none() && liveness_timeout < liveness_min {
-            if let Some(item) = t.get("heartbeat-interval-max") {
+            // The max is what was raised (by itself, or by a raised min).
+            let key = ["heartbeat-interval-max", "heartbeat-interval-min"]
+                .into_iter()
+                .find(|k| t.get(k).is_some())
+                .unwrap_or("heartbeat-interval-max");
+            if let Some(item) = t.get(key) {
                 self.err(
                     item.span.clone(),
-                    &t.field("heartbeat-interval-max"),
+                    &t.field(key),
                     format!(
                         "must be at most half of liveness-timeout (default {}), got {}; raise liveness-timeout too",
                         fmt_duration(liveness_timeout),
@@ -843,5 +848,47 @@ mod tests {
         assert!(shadowed_by(&TopicPattern::Prefix("md.a".into()), &earlier).is_some());
         assert!(shadowed_by(&TopicPattern::Exact("mdx".into()), &earlier).is_none());
         assert!(shadowed_by(&TopicPattern::Any, &earlier).is_none());
+    }
+
+    fn group_errors(extra: &str) -> Vec<String> {
+        let text = format!(
+            "[group.g]\nkind = \"multicast\"\naddress = \"239.1.1.1:7000\"\n{extra}\n[[topic]]\npattern = \"*\"\ngroup = \"g\"\n"
+        );
+        match build(&text, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_raised_heartbeat_min_alone_cannot_outlast_liveness() {
+        let errors = group_errors("heartbeat-interval-min = \"10s\"");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0]
+            .starts_with("t.toml:4:26: group.g.heartbeat-interval-min: must be at most half"));
+        assert!(
+            group_errors("heartbeat-interval-min = \"10s\"\nliveness-timeout = \"20s\"").is_empty()
+        );
+    }
+
+    #[test]
+    fn windows_must_nest() {
+        let errors = group_errors("retransmit-window = \"1MiB\"");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(
+            "group.g.retransmit-window: must be at least flow-window (default 16MiB), got 1MiB"
+        ));
+        let errors = group_errors("retransmit-window = \"1MiB\"\nflow-window = \"2MiB\"");
+        assert!(
+            errors[0].contains("group.g.flow-window: must be 64KiB..=1MiB, got 2MiB"),
+            "{errors:?}"
+        );
+        assert!(group_errors("retransmit-window = \"1MiB\"\nflow-window = \"1MiB\"").is_empty());
+    }
+
+    #[test]
+    fn several_errors_in_one_group_are_all_reported() {
+        let errors = group_errors("ttl = 0\nmtu = 1\ngso = \"yes\"");
+        assert_eq!(errors.len(), 3, "{errors:?}");
     }
 }
