@@ -64,6 +64,15 @@ pub struct ReplayServe {
     pub max_bytes: u32,
 }
 
+/// Builds the end marker of a served chunk.
+pub fn replay_end(status: ReplayStatus, next_offset: Offset, earliest_offset: Offset) -> ReplayEnd {
+    ReplayEnd {
+        status,
+        next_offset,
+        earliest_offset,
+    }
+}
+
 /// The end marker of a served chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayEnd {
