@@ -1,1 +1,3 @@
 //! `daemon` room: see docs/design.md.
+
+pub mod keyfile;
