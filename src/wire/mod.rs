@@ -12,6 +12,7 @@
 
 mod error;
 mod ids;
+pub mod ipc;
 pub mod record;
 
 pub use error::{Error, Result};
