@@ -979,7 +979,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>> {
-        let end = self.pos.checked_add(n).unwrap_or(usize::MAX);
+        let end = self.pos.saturating_add(n);
         if end > self.frame_bytes.len() {
             return Err(Error::Truncated {
                 need: end,
