@@ -13,6 +13,7 @@ use base64::Engine as _;
 use castlog::client::{
     self, Client, ConsumeMode, Delivery, Gap, Message, NodeId, Offset, StartFrom,
 };
+use castlog::netconf::{self, NetConf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Exit codes, documented in `castlog --help`.
@@ -34,7 +35,7 @@ when XDG_RUNTIME_DIR is not set).
 Exit status:
   0  success (every record accepted; every sync record acknowledged)
   1  a record was refused, or another runtime error
-  2  bad command line
+  2  bad command line, or (check) an invalid netconf file
   3  castlogd is not running at the socket
   4  timed out waiting for the daemon or for acknowledgements";
 
@@ -98,6 +99,16 @@ Examples:
   castlog stats
   castlog stats --json | jq .";
 
+const CHECK_LONG: &str = "\
+Validate netconf files without starting a daemon: every error of every file
+is printed as FILE:LINE:COLUMN: KEY: what is wrong and what is allowed.
+Exit status 0 when every file is valid, 2 otherwise. The socket is not used.";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  castlog check /etc/castlog/h1.toml
+  castlog check netconf/*.toml";
+
 #[derive(Debug, Parser)]
 #[command(name = "castlog", version, about = "Publish and subscribe through the local castlogd", long_about = ABOUT_LONG)]
 struct Cli {
@@ -119,6 +130,9 @@ enum Command {
     /// Print the daemon's counters
     #[command(long_about = STATS_LONG, after_long_help = STATS_EXAMPLES)]
     Stats(StatsArgs),
+    /// Validate netconf files
+    #[command(long_about = CHECK_LONG, after_long_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +191,13 @@ enum SubMode {
 }
 
 #[derive(Debug, Args)]
+struct CheckArgs {
+    /// netconf files to validate
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct StatsArgs {
     /// Print the daemon's JSON document as it is
     #[arg(long)]
@@ -217,11 +238,12 @@ impl From<io::Error> for Failure {
 fn main() -> ExitCode {
     env_logger::init();
     let cli = Cli::parse();
-    let socket = cli.socket.clone().unwrap_or_else(default_socket);
+    let socket = || cli.socket.clone().unwrap_or_else(default_socket);
     let result = match cli.command {
-        Command::Pub(args) => run_pub(&socket, args),
-        Command::Sub(args) => run_sub(&socket, args),
-        Command::Stats(args) => run_stats(&socket, args),
+        Command::Pub(args) => run_pub(&socket(), args),
+        Command::Sub(args) => run_sub(&socket(), args),
+        Command::Stats(args) => run_stats(&socket(), args),
+        Command::Check(args) => return run_check(&args),
     };
     match result {
         Ok(()) | Err(Failure::OutputClosed) => ExitCode::SUCCESS,
@@ -254,16 +276,16 @@ fn client_exit_code(e: &client::Error) -> u8 {
 }
 
 /// The socket when neither --socket nor $CASTLOG_SOCKET is given: the
-/// default node's, named after the host as castlogd names it.
+/// embedded default node's, resolved by netconf as castlogd resolves it.
 fn default_socket() -> PathBuf {
     if let Some(p) = std::env::var_os("CASTLOG_SOCKET").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    dir.join(format!("castlog-{}.sock", hostname()))
+    let conf = NetConf::embedded_default();
+    let host = hostname();
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR");
+    conf.node
+        .socket_path(conf.node.name_or(&host), xdg.as_deref())
 }
 
 fn hostname() -> String {
@@ -657,5 +679,20 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Strin
         }
         serde_json::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
         other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// check
+
+fn run_check(args: &CheckArgs) -> ExitCode {
+    let errors = netconf::check_files(&args.files);
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::USAGE)
     }
 }

@@ -1038,3 +1038,34 @@ fn cli_stats_prints_counters_and_exit_code_says_no_daemon() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("castlogd is not running"));
 }
+
+#[test]
+fn cli_check_accepts_every_shipped_netconf_and_refuses_a_bad_one() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("netconf");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_castlog"))
+        .arg("check")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[node]\nbogus = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_castlog"))
+        .arg("check")
+        .arg(&files[0])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2:1: node.bogus"), "{err}");
+}
