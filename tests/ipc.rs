@@ -477,6 +477,10 @@ struct FakeReport {
     stats: IpcStats,
     disconnects: usize,
     commits: Vec<Commit>,
+    /// Largest output backlog seen on any connection.
+    max_backlog: usize,
+    /// Backlog of every connection at the end.
+    final_backlog: usize,
 }
 
 impl FakeDaemon {
@@ -649,7 +653,11 @@ fn run_fake(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
             }
         }
         server.flush(poll.registry());
+        for (conn, _, _) in &subs {
+            report.max_backlog = report.max_backlog.max(server.backlog(*conn));
+        }
     }
+    report.final_backlog = subs.iter().map(|(c, _, _)| server.backlog(*c)).sum();
     report.stats = server.stats().clone();
     report
 }
@@ -1068,4 +1076,68 @@ fn cli_check_accepts_every_shipped_netconf_and_refuses_a_bad_one() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:2:1: node.bogus"), "{err}");
+}
+
+#[test]
+fn a_slow_subscriber_builds_a_backlog_that_drains_when_it_reads() {
+    let daemon = FakeDaemon::start();
+    let mut sub = daemon.client();
+    sub.subscribe("slow.*", StartFrom::Latest, None, ConsumeMode::Broadcast)
+        .unwrap();
+    let mut publisher = daemon.client();
+    let value = vec![7u8; 64 * 1024];
+    let n = 200u64; // 12.5 MiB: far more than the socket buffers hold
+    for _ in 0..n {
+        publisher.publish_oneway("slow.a", None, &value).unwrap();
+    }
+    publisher.ping().unwrap();
+    for expected in 0..n {
+        match sub.next_message(Duration::from_secs(5)).unwrap() {
+            Some(Message::Record(r)) => {
+                assert_eq!(r.offset, Offset(expected));
+                assert_eq!(r.value.len(), value.len());
+            }
+            other => panic!("expected record {expected}, got {other:?}"),
+        }
+    }
+    sub.ping().unwrap();
+    let report = daemon.stop();
+    assert!(
+        report.max_backlog > 1024 * 1024,
+        "backlog {}",
+        report.max_backlog
+    );
+    assert_eq!(report.final_backlog, 0);
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_reported_disconnected_on_write_failure() {
+    let daemon = FakeDaemon::start();
+    let mut raw = UnixStream::connect(&daemon.path).unwrap();
+    let mut subscribe = Vec::new();
+    Request::Subscribe(Subscribe {
+        sub_id: 1,
+        pattern: "gone".into(),
+        from: StartFrom::Latest,
+        group: None,
+        mode: ConsumeMode::Broadcast,
+    })
+    .emit_to_vec(&mut subscribe)
+    .unwrap();
+    raw.write_all(&subscribe).unwrap();
+    let mut reply = [0u8; 9];
+    raw.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, hex("00 00 00 05 85 00 00 00 01")[..]);
+    // Our write side stays open, so the daemon sees no EOF: only its next
+    // write fails.
+    raw.shutdown(std::net::Shutdown::Read).unwrap();
+    let mut publisher = daemon.client();
+    publisher.publish_oneway("gone", None, b"x").unwrap();
+    publisher.ping().unwrap();
+    publisher.publish_oneway("gone", None, b"y").unwrap();
+    publisher.ping().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let report = daemon.stop();
+    assert_eq!(report.disconnects, 1, "{report:?}");
+    drop(raw);
 }
