@@ -1,1 +1,2 @@
 //! `daemon` room: see docs/design.md.
+pub mod ipc;
