@@ -578,7 +578,8 @@ mod mmsg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use crate::daemon::clock;
+    use std::time::Duration;
 
     fn loopback(port: u16) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
@@ -586,10 +587,10 @@ mod tests {
 
     fn wait_recv(socket: &mio::net::UdpSocket, want: usize) -> Vec<(Vec<u8>, RecvMeta)> {
         let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = clock::now() + Duration::from_secs(2);
         let mut bufs = vec![vec![0u8; 2048]; 8];
         let mut metas = [RecvMeta::default(); 8];
-        while got.len() < want && Instant::now() < deadline {
+        while got.len() < want && clock::now() < deadline {
             match recv_batch(socket, &mut bufs, &mut metas) {
                 Ok(n) => {
                     for k in 0..n {
@@ -639,13 +640,13 @@ mod tests {
         let a = open_listen(loopback(0), BufferSizes::default(), None).unwrap();
         let b = open_listen(loopback(0), BufferSizes::default(), None).unwrap();
         a.socket.send_to(&[7u8; 300], b.local_addr).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = clock::now() + Duration::from_secs(2);
         let mut bufs = vec![vec![0u8; 100]];
         let mut metas = [RecvMeta::default(); 1];
         loop {
             match recv_batch(&b.socket, &mut bufs, &mut metas) {
                 Ok(1) => break,
-                _ if Instant::now() > deadline => panic!("nothing received"),
+                _ if clock::now() > deadline => panic!("nothing received"),
                 _ => std::thread::sleep(Duration::from_millis(5)),
             }
         }
