@@ -6,6 +6,8 @@
 
 pub mod clock;
 mod error;
+pub mod node_id;
+pub mod signals;
 pub mod sockets;
 
 pub use error::Error;
