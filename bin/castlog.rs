@@ -17,6 +17,7 @@ use castlog::netconf::{self, NetConf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Exit codes, documented in `castlog --help`.
+mod bench;
 mod demo;
 
 mod exit {
@@ -138,7 +139,31 @@ enum Command {
     /// Run two daemons on loopback multicast and publish, subscribe, replay
     #[command(long_about = DEMO_LONG)]
     Demo,
+    /// Measure throughput, completeness and latency, through castlog or raw UDP
+    #[command(long_about = BENCH_LONG, after_long_help = BENCH_EXAMPLES)]
+    Bench(bench::BenchArgs),
 }
+
+const BENCH_LONG: &str = "\
+The end-to-end benchmark. Through castlog (the local daemon and the client
+library) or, with --raw, through plain UDP sockets over the same path with
+the best kernel method available (GSO sends, GRO receives), so that castlog's
+figures can be given as a ratio of the raw limit measured in the same run.
+
+Roles: publisher (sends --count records of --size bytes, at --rate or as fast
+as possible), subscriber (receives and checks completeness: every record, in
+order, once), ping and pong (round trips, percentiles from an HdrHistogram).
+Start the subscriber (or pong) first. Prints one line, or one JSON object
+with --json. A progress bar is shown on a terminal.";
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  castlog bench --role subscriber --count 1000000 --size 64     # on host 2
+  castlog bench --role publisher  --count 1000000 --size 64     # on host 1
+  castlog bench --role pong                                     # on host 2
+  castlog bench --role ping --count 10000 --size 32             # on host 1
+  castlog bench --raw --role subscriber --bind 0.0.0.0:7600 --group 239.255.9.9 --size 1024
+  castlog bench --raw --role publisher --peer 239.255.9.9:7600 --interface 10.77.0.1 --size 1024";
 
 const DEMO_LONG: &str = "\
 Starts two castlogd daemons on this host on the embedded default netconf
@@ -261,6 +286,15 @@ fn main() -> ExitCode {
         Command::Sub(args) => run_sub(&socket(), args),
         Command::Stats(args) => run_stats(&socket(), args),
         Command::Check(args) => return run_check(&args),
+        Command::Bench(args) => {
+            return match bench::run(&socket(), &args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("castlog bench: {e}");
+                    ExitCode::from(exit::FAILED)
+                }
+            }
+        }
         Command::Demo => {
             return match demo::run() {
                 Ok(()) => ExitCode::SUCCESS,

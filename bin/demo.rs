@@ -42,7 +42,10 @@ fn castlogd_path() -> Result<PathBuf, String> {
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!("castlogd not found next to castlog at {} (build both: cargo build --release)", path.display()))
+        Err(format!(
+            "castlogd not found next to castlog at {} (build both: cargo build --release)",
+            path.display()
+        ))
     }
 }
 
@@ -60,7 +63,11 @@ fn start(castlogd: &Path, dir: &Path, name: &'static str) -> Result<Daemon, Stri
         .stderr(log)
         .spawn()
         .map_err(|e| format!("cannot start castlogd: {e}"))?;
-    let d = Daemon { name, child, socket };
+    let d = Daemon {
+        name,
+        child,
+        socket,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if Client::connect(&d.socket).is_ok() {
@@ -69,7 +76,10 @@ fn start(castlogd: &Path, dir: &Path, name: &'static str) -> Result<Daemon, Stri
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("castlogd {name} did not open its socket; see {}", dir.join(format!("{name}.log")).display()))
+    Err(format!(
+        "castlogd {name} did not open its socket; see {}",
+        dir.join(format!("{name}.log")).display()
+    ))
 }
 
 fn print_message(prefix: &str, m: &Message) {
@@ -78,11 +88,16 @@ fn print_message(prefix: &str, m: &Message) {
             "  {prefix} {} offset={} from={} key={} value={}",
             d.topic,
             d.offset,
-            d.source_name.clone().unwrap_or_else(|| d.source.to_string()),
+            d.source_name
+                .clone()
+                .unwrap_or_else(|| d.source.to_string()),
             String::from_utf8_lossy(&d.key),
             String::from_utf8_lossy(&d.value)
         ),
-        Message::Gap(g) => println!("  {prefix} GAP {} offsets {}..{} from {} ({:?})", g.topic, g.from, g.to, g.source, g.reason),
+        Message::Gap(g) => println!(
+            "  {prefix} GAP {} offsets {}..{} from {} ({:?})",
+            g.topic, g.from, g.to, g.source, g.reason
+        ),
     }
 }
 
@@ -90,7 +105,10 @@ fn collect(client: &mut Client, prefix: &str, want: u64) -> Result<u64, String> 
     let mut got = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while got < want && Instant::now() < deadline {
-        match client.next_message(Duration::from_millis(200)).map_err(|e| e.to_string())? {
+        match client
+            .next_message(Duration::from_millis(200))
+            .map_err(|e| e.to_string())?
+        {
             Some(m) => {
                 print_message(prefix, &m);
                 if matches!(m, Message::Record(_)) {
@@ -118,7 +136,8 @@ fn run_in(castlogd: &Path, dir: &Path) -> Result<(), String> {
     let b = start(castlogd, dir, "demo-b")?;
 
     let mut live = Client::connect(&b.socket).map_err(|e| e.to_string())?;
-    live.subscribe("demo.*", StartFrom::Latest, None, ConsumeMode::Broadcast).map_err(|e| e.to_string())?;
+    live.subscribe("demo.*", StartFrom::Latest, None, ConsumeMode::Broadcast)
+        .map_err(|e| e.to_string())?;
     // Give demo-b a moment to hear demo-a's session start.
     std::thread::sleep(Duration::from_millis(300));
 
@@ -127,20 +146,39 @@ fn run_in(castlogd: &Path, dir: &Path) -> Result<(), String> {
     for i in 0..RECORDS {
         let value = format!("AAPL {}.{:02}", 190 + i, (i * 7) % 100);
         let offset = publisher
-            .publish_sync(TOPIC, Some(b"AAPL"), value.as_bytes(), Duration::from_secs(5))
+            .publish_sync(
+                TOPIC,
+                Some(b"AAPL"),
+                value.as_bytes(),
+                Duration::from_secs(5),
+            )
             .map_err(|e| format!("publish failed: {e}"))?;
         println!("  published offset={offset} value={value}");
     }
 
-    println!("\n2. a live subscriber on {} receives them over multicast", b.name);
+    println!(
+        "\n2. a live subscriber on {} receives them over multicast",
+        b.name
+    );
     let got = collect(&mut live, "live  ", RECORDS)?;
     if got != RECORDS {
-        return Err(format!("the live subscriber got {got} of {RECORDS} records"));
+        return Err(format!(
+            "the live subscriber got {got} of {RECORDS} records"
+        ));
     }
 
-    println!("\n3. a late subscriber on {} replays from offset 5 of {}'s log", b.name, a.name);
+    println!(
+        "\n3. a late subscriber on {} replays from offset 5 of {}'s log",
+        b.name, a.name
+    );
     let mut late = Client::connect(&b.socket).map_err(|e| e.to_string())?;
-    late.subscribe(TOPIC, StartFrom::Offset(castlog::client::Offset(5)), None, ConsumeMode::Broadcast).map_err(|e| e.to_string())?;
+    late.subscribe(
+        TOPIC,
+        StartFrom::Offset(castlog::client::Offset(5)),
+        None,
+        ConsumeMode::Broadcast,
+    )
+    .map_err(|e| e.to_string())?;
     let got = collect(&mut late, "replay", RECORDS - 5)?;
     if got != RECORDS - 5 {
         return Err(format!("the replay got {got} of {} records", RECORDS - 5));
@@ -149,7 +187,10 @@ fn run_in(castlogd: &Path, dir: &Path) -> Result<(), String> {
     println!("\n4. counters of {} (castlog stats):", b.name);
     let stats = late.stats_json().map_err(|e| e.to_string())?;
     println!("  {}", stats.chars().take(400).collect::<String>());
-    println!("\ndemo complete: published {RECORDS}, delivered live {RECORDS}, replayed {}", RECORDS - 5);
+    println!(
+        "\ndemo complete: published {RECORDS}, delivered live {RECORDS}, replayed {}",
+        RECORDS - 5
+    );
     drop(b);
     drop(a);
     Ok(())
