@@ -105,7 +105,7 @@ for kind in $KINDS; do
       # raw
       group_args=""
       [ "$kind" = multicast ] && group_args="--group 239.255.231.8 --interface $NET.2"
-      on 2 "$BIN/castlog" bench --raw --role subscriber --bind "$(raw_peer "$kind" | sed "s/^$NET.2/0.0.0.0/; s/^239[^:]*/0.0.0.0/; s/^$NET.255/0.0.0.0/")" $group_args \
+      on 2 "$BIN/castlog" bench --raw --role subscriber --bind 0.0.0.0:7600 $group_args \
         --size "$size" --count "$n" --idle-timeout 2 --json > "$WORK/raw.json" 2>/dev/null &
       rp=$!; sleep 0.5
       on 1 "$BIN/castlog" bench --raw --role publisher --peer "$(raw_peer "$kind")" --interface "$NET.1" --size "$size" --count "$n" --json > /dev/null
