@@ -8,9 +8,7 @@ pub mod clock;
 mod error;
 pub mod ipc;
 pub mod node_id;
-pub mod replication;
 pub mod signals;
 pub mod sockets;
-pub mod subscriptions;
 
 pub use error::Error;
