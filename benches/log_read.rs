@@ -2,7 +2,8 @@
 //! next to the raw read limit measured in the same run: the same segment
 //! files read back with `std::fs` in 1 MiB reads. Both run with a warm page
 //! cache (each is run twice, the best kept). Ratio = raw MB/s / replay MB/s;
-//! target <= 1.5.
+//! target <= 1.5. "raw+crc" adds crc32fast over the raw buffers: the floor
+//! for any read that verifies a CRC32 of every byte, as replay does.
 //!
 //! `cargo bench --bench log_read`; the log is 256 MiB unless
 //! `CASTLOG_BENCH_READ_GIB=1` (the 1 GiB figure).
@@ -24,10 +25,23 @@ fn main() {
         .unwrap_or(0.25);
     let total = (gib * (1u64 << 30) as f64) as u64;
     println!(
-        "{:>6} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10}",
-        "value", "log MiB", "budget", "records/s", "replay MB/s", "raw MB/s", "raw/replay"
+        "{:>6} {:>8} {:>8} {:>11} {:>11} {:>9} {:>10} {:>12} {:>11}",
+        "value",
+        "log MiB",
+        "budget",
+        "records/s",
+        "replay MB/s",
+        "raw MB/s",
+        "raw/replay",
+        "raw+crc MB/s",
+        "floor ratio"
     );
-    for value_len in [1024usize, 64] {
+    // CASTLOG_BENCH_VALUE_LEN=<n> runs one record size (for profiling).
+    let sizes: Vec<usize> = match std::env::var("CASTLOG_BENCH_VALUE_LEN").ok().and_then(|s| s.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![1024, 64],
+    };
+    for value_len in sizes {
         let tmp = tempfile::tempdir().expect("temp dir");
         let config = LogConfig {
             fsync: FsyncPolicy::Never,
@@ -53,8 +67,10 @@ fn main() {
         for budget in [256 << 10, 1 << 20] {
             let mut best_replay: f64 = 0.0;
             let mut best_raw: f64 = 0.0;
+            let mut best_raw_crc: f64 = 0.0;
             for _ in 0..2 {
-                best_raw = best_raw.max(raw_read(&seg_dir, size));
+                best_raw = best_raw.max(raw_read(&seg_dir, size, false));
+                best_raw_crc = best_raw_crc.max(raw_read(&seg_dir, size, true));
                 let log = dir.log("bench", NodeId(1)).expect("log");
                 let start = Instant::now();
                 let mut cursor = Cursor::new(log, StartPosition::Earliest);
@@ -70,21 +86,24 @@ fn main() {
                 best_replay = best_replay.max(size as f64 / start.elapsed().as_secs_f64() / 1e6);
             }
             println!(
-                "{:>6} {:>10.0} {:>10} {:>12.0} {:>12.1} {:>10.1} {:>10.2}",
+                "{:>6} {:>8.0} {:>8} {:>11.0} {:>11.1} {:>9.1} {:>10.2} {:>12.1} {:>11.2}",
                 value_len,
                 size as f64 / (1 << 20) as f64,
                 budget,
                 records as f64 * best_replay * 1e6 / size as f64,
                 best_replay,
                 best_raw,
-                best_raw / best_replay
+                best_raw / best_replay,
+                best_raw_crc,
+                best_raw / best_raw_crc
             );
         }
     }
 }
 
-/// Reads every segment file in 1 MiB reads; returns MB/s.
-fn raw_read(dir: &Path, expect: u64) -> f64 {
+/// Reads every segment file in 1 MiB reads; returns MB/s. With `crc`, also
+/// runs crc32fast over every buffer: the floor for any CRC-verified read.
+fn raw_read(dir: &Path, expect: u64, crc: bool) -> f64 {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("list")
         .flatten()
@@ -103,6 +122,9 @@ fn raw_read(dir: &Path, expect: u64) -> f64 {
                 break;
             }
             total += n as u64;
+            if crc {
+                std::hint::black_box(crc32fast::hash(&buf[..n]));
+            }
         }
     }
     assert_eq!(total, expect);
