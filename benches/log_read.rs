@@ -37,7 +37,10 @@ fn main() {
         "floor ratio"
     );
     // CASTLOG_BENCH_VALUE_LEN=<n> runs one record size (for profiling).
-    let sizes: Vec<usize> = match std::env::var("CASTLOG_BENCH_VALUE_LEN").ok().and_then(|s| s.parse().ok()) {
+    let sizes: Vec<usize> = match std::env::var("CASTLOG_BENCH_VALUE_LEN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         Some(n) => vec![n],
         None => vec![1024, 64],
     };

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use castlog::log::{Error, FsyncPolicy, LogConfig, LogDir, Stats};
+use castlog::log::{Error, FsyncPolicy, LogConfig, LogDir, NewRecord, Stats};
 use castlog::wire::{NodeId, Offset};
 
 const NODE: NodeId = NodeId(3);
@@ -367,4 +367,57 @@ fn reading_below_the_earliest_offset_names_the_earliest() {
         err.to_string(),
         format!("offset 0 is below the earliest retained offset {earliest}")
     );
+}
+
+#[test]
+fn flipped_byte_in_a_batch_frame_loses_that_frame_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let values: Vec<Vec<u8>> = (0..2000u64).map(value).collect();
+    {
+        let mut d = LogDir::open(tmp.path(), config(1 << 20)).unwrap();
+        let log = d.log(TOPIC, NODE).unwrap();
+        for chunk in (0..2000u64).collect::<Vec<_>>().chunks(250) {
+            let batch: Vec<NewRecord<'_>> = chunk
+                .iter()
+                .map(|&i| NewRecord {
+                    timestamp_ms: i,
+                    key: b"key",
+                    value: &values[i as usize],
+                })
+                .collect();
+            log.append_batch(0, &batch).unwrap();
+        }
+    }
+    let seg = segments(
+        &tmp.path()
+            .join("topics")
+            .join(TOPIC)
+            .join(format!("{:016x}", NODE.0)),
+    )
+    .pop()
+    .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Walk the frames (len field) to the third one and flip a byte in it.
+    let mut p = 24;
+    let mut starts = Vec::new();
+    while p < bytes.len() {
+        starts.push(p);
+        p += 8 + u32::from_be_bytes(bytes[p..p + 4].try_into().unwrap()) as usize;
+    }
+    assert!(starts.len() > 4, "batches were packed into several frames");
+    let victim = starts[2];
+    let first = u64::from_be_bytes(bytes[victim + 12..victim + 20].try_into().unwrap());
+    let next_first = u64::from_be_bytes(bytes[starts[3] + 12..starts[3] + 20].try_into().unwrap());
+    bytes[victim + 100] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    let (offsets, holes, next, stats) = reopen_and_read(tmp.path(), 1 << 20);
+    assert_eq!(next, Offset(2000));
+    assert_eq!(holes, vec![(first, next_first)]);
+    assert_eq!(
+        offsets,
+        (0..2000)
+            .filter(|o| !(first..next_first).contains(o))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(stats.corrupt_regions_found, 1);
 }
