@@ -162,6 +162,7 @@ impl TopicLog {
             reader: None,
             read_pos: None,
             write_buf: Vec::new(),
+            write_len: 0,
             scratch,
             unsynced: false,
             last_sync_ms: 0,

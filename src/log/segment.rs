@@ -362,20 +362,32 @@ pub(crate) fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(a)
 }
 
-/// Builds frames in a buffer: records are added to the open frame until it
-/// would pass [`FRAME_TARGET_LEN`]; `finish` seals the last one.
+/// Builds frames at the start of a reused buffer: records are added to the
+/// open frame until it would pass [`FRAME_TARGET_LEN`]; `finish` seals the
+/// last one. The buffer keeps its length between appends (only `len()` bytes
+/// are meaningful), so steady-state appends neither allocate nor zero-fill.
 #[derive(Debug, Default)]
 pub(crate) struct FrameWriter {
     /// Start of the open frame in the buffer, if one is open.
     open: Option<usize>,
+    /// Bytes of frames written so far.
+    used: usize,
 }
 
 impl FrameWriter {
     pub fn new() -> FrameWriter {
-        FrameWriter { open: None }
+        FrameWriter {
+            open: None,
+            used: 0,
+        }
     }
 
-    /// Appends a record (`topic_id` 0) to `out`, in the open frame or a new one.
+    /// Bytes of frames at the start of the buffer.
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    /// Adds a record (`topic_id` 0), in the open frame or a new one.
     pub fn push(
         &mut self,
         out: &mut Vec<u8>,
@@ -391,30 +403,27 @@ impl FrameWriter {
             key,
             value,
         };
+        let rec_len = repr.buffer_len();
         if let Some(start) = self.open {
-            let payload = out.len() - start - FRAME_HEADER_LEN;
-            if payload + repr.buffer_len() > FRAME_TARGET_LEN {
+            if self.used - start - FRAME_HEADER_LEN + rec_len > FRAME_TARGET_LEN {
                 self.finish(out);
             }
         }
-        let start = match self.open {
-            Some(s) => s,
-            None => {
-                let s = out.len();
-                out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
-                self.open = Some(s);
-                s
-            }
+        let header = if self.open.is_none() {
+            FRAME_HEADER_LEN
+        } else {
+            0
         };
-        let before = out.len();
-        if let Err(e) = repr.emit_to_vec(out) {
-            out.truncate(before);
-            if before == start + FRAME_HEADER_LEN {
-                out.truncate(start);
-                self.open = None;
-            }
-            return Err(e);
+        let need = self.used + header + rec_len;
+        if out.len() < need {
+            out.resize(need.max(out.len().saturating_mul(2)), 0);
         }
+        let at = self.used + header;
+        repr.emit(&mut out[at..at + rec_len])?;
+        if header > 0 {
+            self.open = Some(self.used);
+        }
+        self.used = need;
         Ok(())
     }
 
@@ -423,7 +432,7 @@ impl FrameWriter {
         let Some(start) = self.open.take() else {
             return;
         };
-        let records = &out[start + FRAME_HEADER_LEN..];
+        let records = &out[start + FRAME_HEADER_LEN..self.used];
         let len = u32::try_from(records.len()).unwrap_or(u32::MAX);
         let crc = crc32fast::hash(records);
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -440,11 +449,12 @@ pub(crate) fn encode_frame(
     key: &[u8],
     value: &[u8],
 ) -> usize {
-    let start = out.len();
+    let mut buf = Vec::new();
     let mut w = FrameWriter::new();
-    w.push(out, offset, timestamp_ms, key, value).unwrap();
-    w.finish(out);
-    out.len() - start
+    w.push(&mut buf, offset, timestamp_ms, key, value).unwrap();
+    w.finish(&mut buf);
+    out.extend_from_slice(&buf[..w.len()]);
+    w.len()
 }
 
 #[cfg(test)]
@@ -508,6 +518,7 @@ mod tests {
             w.push(&mut out, Offset(o), o, b"", &value).unwrap();
         }
         w.finish(&mut out);
+        out.truncate(w.len());
         let mut at = 0;
         let mut firsts = Vec::new();
         while at < out.len() {
@@ -532,6 +543,7 @@ mod tests {
         w.push(&mut out, Offset(5), 0, b"", b"a").unwrap();
         w.push(&mut out, Offset(5), 0, b"", b"b").unwrap();
         w.finish(&mut out);
+        out.truncate(w.len());
         assert_eq!(
             check_frame(&out),
             FrameCheck::Invalid("record offsets in a frame do not increase")

@@ -18,6 +18,9 @@ use super::segment::{
 };
 use super::{FsyncPolicy, LogConfig, Stats, SEGMENT_MAX_BYTES_LIMIT};
 
+/// Largest append buffer kept between appends.
+const WRITE_BUF_KEEP: usize = 8 << 20;
+
 /// One record to append on the source side (the log assigns the offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewRecord<'a> {
@@ -97,6 +100,8 @@ pub struct TopicLog {
     pub(crate) read_pos: Option<ReadPos>,
     /// Frames of the append in progress; reused so appends do not allocate.
     pub(crate) write_buf: Vec<u8>,
+    /// Bytes of `write_buf` that the append in progress uses.
+    pub(crate) write_len: usize,
     /// Raw segment bytes for reads and scans; reused.
     pub(crate) scratch: Vec<u8>,
     pub(crate) unsynced: bool,
@@ -190,7 +195,6 @@ impl TopicLog {
         if records.is_empty() {
             return Ok(first..first);
         }
-        self.write_buf.clear();
         let mut frames = FrameWriter::new();
         let mut offset = first;
         for r in records {
@@ -198,6 +202,7 @@ impl TopicLog {
             offset = offset.next();
         }
         frames.finish(&mut self.write_buf);
+        self.write_len = frames.len();
         self.commit_write(now_ms)?;
         Ok(first..self.active.next)
     }
@@ -217,7 +222,6 @@ impl TopicLog {
             self.restart_at(record.offset)?;
         }
         let next = self.active.next;
-        self.write_buf.clear();
         let mut frames = FrameWriter::new();
         self.encode(
             &mut frames,
@@ -227,6 +231,7 @@ impl TopicLog {
             record.value,
         )?;
         frames.finish(&mut self.write_buf);
+        self.write_len = frames.len();
         self.commit_write(now_ms)?;
         if record.offset > next {
             self.stats.offsets_skipped += record.offset.0 - next.0;
@@ -247,7 +252,6 @@ impl TopicLog {
         now_ms: u64,
         records: impl IntoIterator<Item = RecordRepr<'a>>,
     ) -> Result<usize> {
-        self.write_buf.clear();
         let mut frames = FrameWriter::new();
         let mut next = self.active.next;
         let mut stored = 0usize;
@@ -265,6 +269,7 @@ impl TopicLog {
             stored += 1;
         }
         frames.finish(&mut self.write_buf);
+        self.write_len = frames.len();
         self.stats.records_duplicate += duplicates;
         if stored == 0 {
             return Ok(0);
@@ -340,7 +345,7 @@ impl TopicLog {
                 path: self.active.path.clone(),
             });
         }
-        let total = self.write_buf.len() as u64;
+        let total = self.write_len as u64;
         if total > SEGMENT_MAX_BYTES_LIMIT {
             return Err(Error::TooLarge {
                 len: total,
@@ -359,7 +364,7 @@ impl TopicLog {
         let mut result = self
             .active
             .file
-            .write_all_at(&self.write_buf, pos)
+            .write_all_at(&self.write_buf[..self.write_len], pos)
             .map_err(|e| Error::io(&self.active.path, "write", e));
         let sync_now = match self.config.fsync {
             FsyncPolicy::Always => true,
@@ -392,6 +397,10 @@ impl TopicLog {
         }
         self.unsynced = !sync_now;
         self.index_written_frames(pos);
+        if self.write_buf.len() > WRITE_BUF_KEEP {
+            // One huge batch should not pin its buffer for the log's lifetime.
+            self.write_buf = Vec::new();
+        }
         Ok(())
     }
 
@@ -399,7 +408,7 @@ impl TopicLog {
     /// at `pos`: index entries, offsets, timestamps, counters.
     fn index_written_frames(&mut self, pos: u64) {
         let interval = u64::from(self.config.index_interval_bytes.max(1));
-        let buf = &self.write_buf;
+        let buf = &self.write_buf[..self.write_len];
         let a = &mut self.active;
         let mut at = 0usize;
         let mut count = 0u64;
