@@ -409,6 +409,28 @@ fn malformed(frame: &'static str, reason: &'static str) -> Error {
     Error::Malformed { frame, reason }
 }
 
+/// A string, key or name length as its `u16` field.
+fn len16(len: usize, frame: &'static str, reason: &'static str) -> Result<u16> {
+    u16::try_from(len).map_err(|_| malformed(frame, reason))
+}
+
+/// A value length as its `u32` field, at most [`MAX_VALUE_LEN`].
+fn value_len32(len: usize, frame: &'static str) -> Result<u32> {
+    if len > MAX_VALUE_LEN {
+        return Err(malformed(frame, "value longer than 64 MiB"));
+    }
+    u32::try_from(len).map_err(|_| malformed(frame, "value longer than 64 MiB"))
+}
+
+/// The `length` field of a frame of `total_len` bytes (header included).
+fn body_len32(total_len: usize) -> Result<u32> {
+    let body_len = total_len.saturating_sub(field::LENGTH.end);
+    if body_len > MAX_FRAME_BODY_LEN {
+        return Err(malformed("ipc frame", "frame longer than the maximum"));
+    }
+    u32::try_from(body_len).map_err(|_| malformed("ipc frame", "frame longer than the maximum"))
+}
+
 fn be_u32(b: &[u8]) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[..4]);

@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use super::cursor::{Reader, Writer};
 use super::{
-    emit_to_vec, field, kind, malformed, ConsumeMode, Frame, PublishMode, StartFrom,
-    FRAME_HEADER_LEN, MAX_VALUE_LEN, PUBLISH_FIXED_LEN,
+    body_len32, emit_to_vec, field, kind, len16, malformed, value_len32, ConsumeMode, Frame,
+    PublishMode, StartFrom, FRAME_HEADER_LEN, MAX_VALUE_LEN, PUBLISH_FIXED_LEN,
 };
 use crate::wire::{NodeId, Offset, Result};
 
@@ -125,9 +125,28 @@ impl PublishRef<'_> {
         w.finish()
     }
 
-    /// Appends the frame to `out`; on error `out` is left unchanged.
+    /// Appends the frame to `out`; on error `out` is left unchanged. The
+    /// client's hot path: checks first, then plain appends (no zero-fill).
     pub fn emit_to_vec(&self, out: &mut Vec<u8>) -> Result<usize> {
-        emit_to_vec(out, self.buffer_len(), |buf| self.emit(buf))
+        let len = self.buffer_len();
+        let topic_len = len16(self.topic.len(), "publish", "topic longer than 65535 bytes")?;
+        let key_len = len16(self.key.len(), "publish", "key longer than 65535 bytes")?;
+        let value_len = value_len32(self.value.len(), "publish")?;
+        let body_len = body_len32(len)?;
+        out.reserve(len);
+        out.extend_from_slice(&body_len.to_be_bytes());
+        out.push(kind::PUBLISH);
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        out.push(self.mode.code());
+        out.extend_from_slice(&self.timeout_ms.to_be_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&topic_len.to_be_bytes());
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(&value_len.to_be_bytes());
+        out.extend_from_slice(self.topic.as_bytes());
+        out.extend_from_slice(self.key);
+        out.extend_from_slice(self.value);
+        Ok(len)
     }
 }
 

@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::cursor::{Reader, Writer};
 use super::{
-    emit_to_vec, field, kind, malformed, Failure, Frame, GapReason, FRAME_HEADER_LEN,
-    MAX_VALUE_LEN, RECORD_FIXED_LEN,
+    body_len32, emit_to_vec, field, kind, len16, malformed, value_len32, Failure, Frame, GapReason,
+    FRAME_HEADER_LEN, MAX_VALUE_LEN, RECORD_FIXED_LEN,
 };
 use crate::wire::{NodeId, Offset, Result};
 
@@ -113,9 +113,32 @@ impl DeliveryRef<'_> {
         w.finish()
     }
 
-    /// Appends the frame to `out`; on error `out` is left unchanged.
+    /// Appends the frame to `out`; on error `out` is left unchanged. The
+    /// daemon's hot path: checks first, then plain appends (no zero-fill).
     pub fn emit_to_vec(&self, out: &mut Vec<u8>) -> Result<usize> {
-        emit_to_vec(out, self.buffer_len(), |buf| self.emit(buf))
+        let len = self.buffer_len();
+        let name = self.source_name.unwrap_or("");
+        let topic_len = len16(self.topic.len(), "record", "topic longer than 65535 bytes")?;
+        let name_len = len16(name.len(), "record", "source name longer than 65535 bytes")?;
+        let key_len = len16(self.key.len(), "record", "key longer than 65535 bytes")?;
+        let value_len = value_len32(self.value.len(), "record")?;
+        let body_len = body_len32(len)?;
+        out.reserve(len);
+        out.extend_from_slice(&body_len.to_be_bytes());
+        out.push(kind::RECORD);
+        out.extend_from_slice(&self.sub_id.to_be_bytes());
+        out.extend_from_slice(&self.source.0.to_be_bytes());
+        out.extend_from_slice(&self.offset.0.to_be_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&topic_len.to_be_bytes());
+        out.extend_from_slice(&name_len.to_be_bytes());
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(&value_len.to_be_bytes());
+        out.extend_from_slice(self.topic.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(self.key);
+        out.extend_from_slice(self.value);
+        Ok(len)
     }
 }
 
