@@ -151,7 +151,7 @@ impl PublishRef<'_> {
 }
 
 impl Request {
-    /// Parses one whole frame (as split off by [`take_frame`]). Keys and
+    /// Parses one whole frame (as split off by [`take_frame`](super::take_frame)). Keys and
     /// values are slices of `frame`.
     pub fn parse(frame: &Bytes) -> Result<Request> {
         let view = Frame::new_checked(&frame[..])?;

@@ -143,7 +143,7 @@ impl DeliveryRef<'_> {
 }
 
 impl Response {
-    /// Parses one whole frame (as split off by [`take_frame`]). Keys and
+    /// Parses one whole frame (as split off by [`take_frame`](super::take_frame)). Keys and
     /// values are slices of `frame`.
     pub fn parse(frame: &Bytes) -> Result<Response> {
         let view = Frame::new_checked(&frame[..])?;
