@@ -111,6 +111,22 @@ impl Sender {
         self.session
     }
 
+    /// Live receivers that have not yet acknowledged `ticket` (for a sync
+    /// publish that timed out, to name who held it up).
+    pub fn receivers_behind(&self, ticket: Ticket) -> Vec<NodeId> {
+        let seq = self
+            .tickets
+            .iter()
+            .find(|(_, t)| *t >= ticket)
+            .map(|(s, _)| *s)
+            .unwrap_or(self.next_seq);
+        self.receivers
+            .iter()
+            .filter(|(_, r)| r.next_expected <= seq)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     pub fn live_receivers(&self) -> usize {
         self.receivers.len()
     }
