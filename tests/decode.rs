@@ -3,10 +3,17 @@
 //! byte order), truncated and garbage files, and a real capture by tcpdump
 //! between two network-namespace hosts.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use castlog::client::{ConsumeMode, Message, StartFrom};
+use castlog::decode::DestinationKind;
+use common::lan::Lan;
+use common::{lan_netconf, DaemonProc, Kind};
 
 use castlog::decode::{decode_capture, decode_pcap, BodySummary, DecodeError, LinkType};
 use castlog::wire::auth::{seal, GroupKeys, Key};
@@ -411,190 +418,103 @@ fn garbage_and_foreign_formats_are_errors() {
 }
 
 // ---------------------------------------------------------------------------
-// A real capture between two namespace hosts.
-//
-// A minimal two-host LAN (one veth pair), because the shared harness
-// (tests/common/lan.rs) was not on main when this was written.
-// TODO(#7): switch to tests/common/lan.rs once it is on main.
+// Real captures between namespace hosts (tests/common/lan.rs).
 
-static NEXT_PAIR: AtomicU32 = AtomicU32::new(0);
+/// A tcpdump capturing UDP inside a host; stopped (SIGINT, so it finishes
+/// the file) on drop.
+struct Tcpdump(Child);
 
-/// Two namespaces `{prefix}a` (10.201.0.1) and `{prefix}b` (10.201.0.2)
-/// joined by a veth pair `{prefix}va` / `{prefix}vb`; removed on drop.
-struct NetnsPair {
-    prefix: String,
-    made: Vec<String>,
-}
-
-impl NetnsPair {
-    fn new() -> Result<NetnsPair, String> {
-        let prefix = format!(
-            "cldec{}x{}",
-            std::process::id() % 100_000,
-            NEXT_PAIR.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut pair = NetnsPair {
-            prefix,
-            made: Vec::new(),
-        };
-        let (a, b) = (pair.ns("a"), pair.ns("b"));
-        let (va, vb) = (format!("{}va", pair.prefix), format!("{}vb", pair.prefix));
-        for ns in [&a, &b] {
-            run(&["ip", "netns", "add", ns])?;
-            pair.made.push(ns.clone());
-        }
-        run(&[
-            "ip", "link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b,
-        ])?;
-        for (ns, dev, addr) in [(&a, &va, "10.201.0.1/24"), (&b, &vb, "10.201.0.2/24")] {
-            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev])?;
-            run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-            run(&["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])?;
-        }
-        Ok(pair)
-    }
-
-    fn ns(&self, host: &str) -> String {
-        format!("{}{}", self.prefix, host)
-    }
-
-    /// Runs `f` on a thread inside namespace `host`: sockets it opens live
-    /// on that host.
-    fn on_host<T: Send>(&self, host: &str, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.ns(host));
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = std::fs::File::open(&path).unwrap();
-                use std::os::fd::AsRawFd;
-                // SAFETY: setns on an open namespace fd, for this thread only.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-
+impl Tcpdump {
     /// Starts tcpdump in `host` writing UDP packets to `file`; returns once
     /// it is capturing.
-    fn tcpdump(&self, host: &str, args: &[&str], file: &std::path::Path) -> Child {
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &self.ns(host),
-            "tcpdump",
-            "--immediate-mode",
-            "-U",
-            "-n",
-            "-Z",
-            "root",
-        ])
-        .args(args)
-        .arg("-w")
-        .arg(file)
-        .arg("udp")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn tcpdump");
-        let stderr = child.stderr.take().unwrap();
+    fn start(lan: &Lan, host: usize, args: &[&str], file: &std::path::Path) -> Tcpdump {
+        let mut cmd = Command::new("tcpdump");
+        // --immediate-mode: no 1 s buffering in the ring, so nothing is still
+        // in the kernel when the test stops it. -Z root: write the file as
+        // root in the test's temporary directory.
+        cmd.args(["--immediate-mode", "-U", "-n", "-Z", "root"])
+            .args(args)
+            .arg("-w")
+            .arg(file)
+            .arg("udp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = lan
+            .spawn(host, cmd)
+            .expect("spawn tcpdump (is it installed?)");
+        let stderr = child.stderr.take().expect("piped stderr");
         let mut said = String::new();
         let mut lines = BufReader::new(stderr);
         while !said.contains("listening on") {
             let mut line = String::new();
-            if lines.read_line(&mut line).unwrap() == 0 {
+            if lines.read_line(&mut line).unwrap_or(0) == 0 {
                 panic!("tcpdump exited: {said}");
             }
             said.push_str(&line);
         }
         // Keep draining, so tcpdump's exit report never hits a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
-        child
+        Tcpdump(child)
+    }
+
+    fn stop(mut self) {
+        self.interrupt();
+    }
+
+    fn interrupt(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
     }
 }
 
-impl Drop for NetnsPair {
+impl Drop for Tcpdump {
     fn drop(&mut self) {
-        for ns in self.made.drain(..) {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        if let Ok(None) = self.0.try_wait() {
+            self.interrupt();
         }
     }
-}
-
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("`{}`: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn stop(mut child: Child) {
-    // SAFETY: signalling our own child by pid; tcpdump flushes on SIGINT.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
 }
 
 #[test]
-fn real_tcpdump_capture_between_namespace_hosts_decodes() {
-    let pair = match NetnsPair::new() {
-        Ok(p) => p,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("cannot create network namespaces under CI=true: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping real capture test: cannot create network namespaces: {e}");
-            return;
-        }
+fn real_tcpdump_capture_of_hand_sent_frames_decodes_on_every_link_type() {
+    let Some(lan) = Lan::new_or_skip(2) else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let eth_file = dir.path().join("eth.pcap");
     let any_file = dir.path().join("any.pcap");
     let sll_file = dir.path().join("sll.pcap");
-    let dev = format!("{}vb", pair.prefix);
     let dumps = vec![
-        pair.tcpdump("b", &["-i", &dev], &eth_file),
-        pair.tcpdump("b", &["-i", "any"], &any_file),
-        pair.tcpdump("b", &["-i", "any", "-y", "LINUX_SLL"], &sll_file),
+        Tcpdump::start(&lan, 2, &["-i", "eth0"], &eth_file),
+        Tcpdump::start(&lan, 2, &["-i", "any"], &any_file),
+        Tcpdump::start(&lan, 2, &["-i", "any", "-y", "LINUX_SLL"], &sll_file),
     ];
-    let frames = vec![data_frame(), {
-        let mut f = data_frame();
-        let last = f.len() - 1;
-        f[last] ^= 1;
-        f
-    }];
-    pair.on_host("a", || {
-        let sock = UdpSocket::bind("10.201.0.1:40000").unwrap();
+    let good = data_frame();
+    let mut bad = data_frame();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let (me, peer, bcast) = (lan.addr(1), lan.addr(2), lan.broadcast());
+    lan.in_host(1, || {
+        let sock = UdpSocket::bind((me, 40000)).unwrap();
         sock.set_broadcast(true).unwrap();
-        sock.send_to(&frames[0], "10.201.0.2:7400").unwrap();
-        sock.send_to(&frames[0], "239.1.2.3:7400").unwrap();
-        sock.send_to(&frames[0], "10.201.0.255:7400").unwrap();
-        sock.send_to(&frames[1], "10.201.0.2:7400").unwrap();
-        sock.send_to(b"hello", "10.201.0.2:9").unwrap();
-    });
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    for d in dumps {
-        stop(d);
-    }
-    let source: std::net::SocketAddr =
-        SocketAddrV4::new(Ipv4Addr::new(10, 201, 0, 1), 40000).into();
+        sock.send_to(&good, (peer, 7400)).unwrap();
+        sock.send_to(&good, (Ipv4Addr::new(239, 1, 2, 3), 7400))
+            .unwrap();
+        sock.send_to(&good, (bcast, 7400)).unwrap();
+        sock.send_to(&bad, (peer, 7400)).unwrap();
+        sock.send_to(b"hello", (peer, 9)).unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    dumps.into_iter().for_each(Tcpdump::stop);
+    let source: SocketAddr = SocketAddrV4::new(me, 40000).into();
     for (file, link) in [
         (&eth_file, LinkType::Ethernet),
         (&any_file, LinkType::LinuxSll2),
         (&sll_file, LinkType::LinuxSll),
     ] {
-        let bytes = std::fs::read(file).unwrap();
-        let c = decode_capture(&bytes).unwrap();
+        let c = decode_capture(&std::fs::read(file).unwrap()).unwrap();
         for f in &c.frames {
             eprintln!("{f}");
         }
@@ -602,14 +522,25 @@ fn real_tcpdump_capture_between_namespace_hosts_decodes() {
         assert_eq!(c.frames.len(), 4, "{}: {:?}", file.display(), c.stats);
         assert_eq!(c.stats.datagrams_foreign, 1);
         assert!(c.frames.iter().all(|f| f.source == source));
-        let dests: Vec<String> = c.frames.iter().map(|f| f.destination.to_string()).collect();
+        let dests: Vec<SocketAddr> = c.frames.iter().map(|f| f.destination).collect();
+        let to = |ip: Ipv4Addr| SocketAddr::from((ip, 7400));
         assert_eq!(
             dests,
             [
-                "10.201.0.2:7400",
-                "239.1.2.3:7400",
-                "10.201.0.255:7400",
-                "10.201.0.2:7400"
+                to(peer),
+                to(Ipv4Addr::new(239, 1, 2, 3)),
+                to(bcast),
+                to(peer)
+            ]
+        );
+        let kinds: Vec<DestinationKind> = c.frames.iter().map(|f| f.destination_kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                DestinationKind::Unicast,
+                DestinationKind::Multicast,
+                DestinationKind::Broadcast,
+                DestinationKind::Unicast
             ]
         );
         assert!(matches!(
@@ -620,18 +551,79 @@ fn real_tcpdump_capture_between_namespace_hosts_decodes() {
                 ..
             })
         ));
-        assert_eq!(
-            c.frames[1].destination_kind,
-            castlog::decode::DestinationKind::Multicast
-        );
         assert!(c.frames[3].error.as_deref().unwrap().contains("checksum"));
-        if link != LinkType::LinuxSll2 {
-            // SLL2's packet type is checked too, but an Ethernet or SLL
-            // capture shows the broadcast MAC / packet type directly.
-            assert_eq!(
-                c.frames[2].destination_kind,
-                castlog::decode::DestinationKind::Broadcast
-            );
+    }
+}
+
+#[test]
+fn real_capture_of_two_daemons_shows_every_published_offset() {
+    let Some(lan) = Lan::new_or_skip(2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("daemons.pcap");
+    let dump = Tcpdump::start(&lan, 2, &["-i", "eth0"], &file);
+    let daemons: Vec<DaemonProc> = (1..=2)
+        .map(|i| {
+            let nc = lan_netconf(&lan, i, Kind::Multicast, "");
+            DaemonProc::start(Some(&lan), i, &format!("h{i}"), &nc, dir.path())
+        })
+        .collect();
+    let mut sub = daemons[1].client();
+    sub.subscribe("*", StartFrom::Earliest, None, ConsumeMode::Broadcast)
+        .unwrap();
+    let mut publisher = daemons[0].client();
+    for k in 0..200 {
+        publisher
+            .publish_oneway("md.prices", None, format!("v{k}").as_bytes())
+            .unwrap();
+    }
+    publisher.flush().unwrap();
+    publisher.ping().unwrap();
+    let mut delivered = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while delivered < 200 && Instant::now() < deadline {
+        if let Some(Message::Record(_)) = sub.next_message(Duration::from_millis(200)).unwrap() {
+            delivered += 1;
         }
     }
+    assert_eq!(delivered, 200, "the subscriber on host 2 got every record");
+    std::thread::sleep(Duration::from_millis(300));
+    dump.stop();
+    drop(daemons);
+
+    let c = decode_capture(&std::fs::read(&file).unwrap()).unwrap();
+    let lines: Vec<String> = c.frames.iter().map(ToString::to_string).collect();
+    eprintln!("{}\n{}", lines.join("\n"), c.stats);
+    assert_eq!(c.stats.frames_invalid, 0);
+    let group = SocketAddr::from((Ipv4Addr::new(239, 255, 42, 1), 7400));
+    let mut declared = Vec::new();
+    let mut offsets = Vec::new();
+    let from_h1 = |f: &&castlog::decode::DecodedFrame| f.source.ip() == lan.addr(1);
+    for f in c.frames.iter().filter(from_h1) {
+        if f.destination != group {
+            continue;
+        }
+        assert_eq!(f.destination_kind, DestinationKind::Multicast);
+        if let Some(BodySummary::Data {
+            topics,
+            declarations,
+            ..
+        }) = &f.body
+        {
+            declared.extend(declarations.iter().map(|d| (d.topic, d.name.clone())));
+            for s in topics {
+                offsets.extend(s.first_offset..=s.last_offset);
+            }
+        }
+    }
+    let [(topic, name)] = &declared[..] else {
+        panic!("one topic declaration expected, got {declared:?}")
+    };
+    assert_eq!(name, "md.prices");
+    assert!(*topic != 0);
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets, (0..200).collect::<Vec<u64>>());
+    assert!(c.frames.iter().any(|f| f.frame_type == Some("heartbeat")));
 }

@@ -37,6 +37,7 @@ pub mod frame;
 pub mod header;
 pub mod heartbeat;
 mod ids;
+pub mod ipc;
 pub mod nak;
 pub mod ncf;
 pub mod record;
