@@ -134,7 +134,9 @@ fn pcap(linktype: u32, nanos_big_endian: bool, packets: &[(u64, Vec<u8>)]) -> Ve
 
 /// The datagrams of the golden capture: (source, destination, dest MAC
 /// or SLL packet type, payload).
-fn golden_datagrams() -> Vec<(([u8; 4], u16), ([u8; 4], u16), bool, Vec<u8>)> {
+type Endpoint = ([u8; 4], u16);
+
+fn golden_datagrams() -> Vec<(Endpoint, Endpoint, bool, Vec<u8>)> {
     let keys = GroupKeys::new(Key::new(&[0x11; 32]).unwrap(), None);
     let mut sealed = frame(
         NODE,

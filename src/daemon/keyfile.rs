@@ -121,7 +121,7 @@ fn parse_key_bytes(bytes: &[u8]) -> Result<Vec<u8>, ParseError> {
         .filter(|b| b.is_ascii_hexdigit())
         .copied()
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(ParseError::OddHex {
             digits: digits.len(),
         });
