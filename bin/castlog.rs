@@ -145,7 +145,7 @@ enum Command {
     /// Show the castlog frames in a packet capture (pcap)
     #[command(long_about = DECODE_LONG, after_long_help = DECODE_EXAMPLES)]
     Decode {
-        /// Capture file: classic pcap, as `tcpdump -w` writes it
+        /// Capture file: pcap (`tcpdump -w`) or pcapng (`tshark -w`)
         file: PathBuf,
         /// Print one JSON object per frame and line
         #[arg(long)]
@@ -778,9 +778,10 @@ fail their CRC or are malformed are printed with INVALID and the reason; UDP
 that is not castlog is skipped and counted. Frames of authenticated groups
 show their key id; the tag is not checked (no key is read).
 
-Reads classic pcap (either byte order, micro- or nanosecond timestamps) with
+Reads classic pcap (either byte order, micro- or nanosecond timestamps, as
+`tcpdump -w` writes) and pcapng (as `tshark -w` and Wireshark write), with
 Ethernet, Linux cooked (`-i any`, SLL and SLL2), loopback or raw IP link
-layers. pcapng is not read: convert it with `tcpdump -r in.pcapng -w out.pcap`.
+layers. IP fragments are counted, not reassembled.
 The counts of what was skipped go to standard error.";
 
 const DECODE_EXAMPLES: &str = "\

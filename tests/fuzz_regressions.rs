@@ -96,6 +96,22 @@ fn check_pcap(data: &[u8]) {
         file.extend(linktype.to_le_bytes());
         file.extend_from_slice(rest);
         inputs.push(file);
+        if selector & 0x80 != 0 {
+            let mut ng = Vec::new();
+            for w in [0x0a0d_0d0au32, 28, 0x1a2b_3c4d] {
+                ng.extend(w.to_le_bytes());
+            }
+            ng.extend([1, 0, 0, 0]);
+            ng.extend([0xff; 8]);
+            for w in [28u32, 1, 20] {
+                ng.extend(w.to_le_bytes());
+            }
+            ng.extend((linktype as u16).to_le_bytes());
+            ng.extend([0; 6]);
+            ng.extend(20u32.to_le_bytes());
+            ng.extend_from_slice(rest);
+            inputs.push(ng);
+        }
     }
     for input in inputs {
         if let Ok(frames) = decode_pcap(&input) {

@@ -1,7 +1,8 @@
 //! `decode`: reads a packet capture and shows the castlog frames in it, one
 //! line per frame (`castlog decode FILE.pcap`, issue #7).
 //!
-//! Layers: [`pcap`] splits the file into packets; `etherparse` decodes the
+//! Layers: [`pcap`] (classic libpcap) or [`pcapng`] splits the file into
+//! packets; `etherparse` decodes the
 //! link layer (Ethernet, Linux cooked SLL/SLL2, loopback, raw IP), IPv4/IPv6
 //! and UDP; [`crate::wire`] parses the UDP payload. A payload that does not
 //! start with the castlog magic is someone else's UDP: skipped and counted.
@@ -16,6 +17,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod pcap;
+pub mod pcapng;
 mod summary;
 
 use std::io::{self, Write};
@@ -30,6 +32,7 @@ use thiserror::Error;
 
 use crate::wire::{self, auth, Flags, Frame, FrameRepr, HEADER_LEN, MAGIC};
 pub use pcap::{LinkType, Packet, PcapReader};
+pub use pcapng::PcapngReader;
 pub use summary::{BodySummary, RangeSummary, TopicSpan};
 
 /// Why a capture file could not be read. Frames that fail to parse are not
@@ -42,15 +45,25 @@ pub enum DecodeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("not a pcap file: {have} bytes, a pcap file header has 24")]
+    #[error("not a capture file: {have} bytes, a pcap file header has 24")]
     TooShort { have: usize },
-    #[error(
-        "not a pcap file: magic {found:#010x} (expected a1b2c3d4 or a1b23c4d in either byte order)"
-    )]
+    #[error("not a capture file: magic {found:#010x} (expected pcap a1b2c3d4 / a1b23c4d in either byte order, or pcapng 0a0d0d0a)")]
     BadMagic { found: u32 },
-    #[error("pcapng files are not read: convert with `tcpdump -r FILE -w FILE.pcap`")]
-    Pcapng,
-    #[error("unsupported pcap version {major}.{minor}: only 2.x is read")]
+    #[error(
+        "bad pcapng section at byte {offset}: byte-order magic {found:#010x}, expected 1a2b3c4d"
+    )]
+    BadByteOrder { offset: usize, found: u32 },
+    #[error("bad pcapng block at byte {offset}: length {length} is not a multiple of 4 of at least 12, or does not match its trailer")]
+    BadBlockLength { offset: usize, length: usize },
+    #[error("capture cut short: pcapng block at byte {offset} needs {need} bytes, {have} left")]
+    TruncatedBlock {
+        offset: usize,
+        need: usize,
+        have: usize,
+    },
+    #[error("packet {packet} names interface {interface}, which no interface block described")]
+    UnknownInterface { packet: u64, interface: u32 },
+    #[error("unsupported capture file version {major}.{minor}: pcap 2.x and pcapng 1.x are read")]
     UnsupportedVersion { major: u16, minor: u16 },
     #[error(
         "unsupported link type {code}: capture on an ethernet interface, loopback or `-i any`"
@@ -140,7 +153,7 @@ pub struct Capture {
     pub stats: DecodeStats,
 }
 
-/// The castlog frames of a pcap file held in memory.
+/// The castlog frames of a capture (pcap or pcapng) held in memory.
 pub fn decode_pcap(bytes: &[u8]) -> Result<Vec<DecodedFrame>, DecodeError> {
     decode_capture(bytes).map(|c| c.frames)
 }
@@ -156,15 +169,17 @@ pub fn decode_file(path: &Path) -> Result<Capture, DecodeError> {
 
 /// The castlog frames of a pcap file, with counts of everything skipped.
 pub fn decode_capture(bytes: &[u8]) -> Result<Capture, DecodeError> {
-    let reader = PcapReader::new(bytes)?;
-    let link_type = reader.link_type();
-    let little_endian = reader.is_little_endian();
+    let mut reader = Reader::new(bytes)?;
+    let mut link_type = reader.link_type().unwrap_or(LinkType::Ethernet);
     let mut stats = DecodeStats::default();
     let mut frames = Vec::new();
-    for packet in reader {
+    for packet in reader.by_ref() {
         let packet = packet?;
+        if stats.packets_read == 0 {
+            link_type = packet.link_type;
+        }
         stats.packets_read += 1;
-        let Some(udp) = udp_of(link_type, little_endian, &packet, &mut stats) else {
+        let Some(udp) = udp_of(&packet, &mut stats) else {
             continue;
         };
         if udp.payload.get(..2) != Some(&MAGIC.to_be_bytes()[..]) {
@@ -180,10 +195,45 @@ pub fn decode_capture(bytes: &[u8]) -> Result<Capture, DecodeError> {
         frames.push(frame);
     }
     Ok(Capture {
-        link_type,
+        link_type: reader.link_type().unwrap_or(link_type),
         frames,
         stats,
     })
+}
+
+/// Classic pcap or pcapng, chosen by the first four bytes.
+enum Reader<'a> {
+    Pcap(PcapReader<'a>),
+    Pcapng(PcapngReader<'a>),
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Reader<'a>, DecodeError> {
+        if bytes.get(..4) == Some(&pcapng::SECTION_HEADER.to_le_bytes()[..]) {
+            PcapngReader::new(bytes).map(Reader::Pcapng)
+        } else {
+            PcapReader::new(bytes).map(Reader::Pcap)
+        }
+    }
+
+    /// The capture's link type, when the file says it up front.
+    fn link_type(&self) -> Option<LinkType> {
+        match self {
+            Reader::Pcap(r) => Some(r.link_type()),
+            Reader::Pcapng(r) => r.first_link_type(),
+        }
+    }
+}
+
+impl<'a> Iterator for Reader<'a> {
+    type Item = Result<Packet<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Reader::Pcap(r) => r.next(),
+            Reader::Pcapng(r) => r.next(),
+        }
+    }
 }
 
 /// A UDP datagram lifted out of a packet.
@@ -194,13 +244,10 @@ struct Udp<'a> {
     payload: &'a [u8],
 }
 
-fn udp_of<'a>(
-    link_type: LinkType,
-    little_endian: bool,
-    packet: &Packet<'a>,
-    stats: &mut DecodeStats,
-) -> Option<Udp<'a>> {
+fn udp_of<'a>(packet: &Packet<'a>, stats: &mut DecodeStats) -> Option<Udp<'a>> {
     let data = packet.data;
+    let link_type = packet.link_type;
+    let little_endian = packet.little_endian;
     let sliced = match link_type {
         LinkType::Ethernet => SlicedPacket::from_ethernet(data),
         LinkType::LinuxSll => SlicedPacket::from_linux_sll(data),

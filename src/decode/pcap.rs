@@ -19,8 +19,8 @@
 //! 12  4  orig_len    bytes on the wire
 //! ```
 //!
-//! pcapng (`tshark`'s and Wireshark's default) is not read; the error says
-//! how to convert. Every length is checked against the bytes left, so a
+//! pcapng (`tshark`'s and Wireshark's default) is read by `pcapng.rs`.
+//! Every length is checked against the bytes left, so a
 //! truncated or garbage file gives a [`DecodeError`], never a panic, and
 //! nothing is allocated from a length read out of the file.
 
@@ -28,7 +28,6 @@ use super::DecodeError;
 
 const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
 const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
-const MAGIC_PCAPNG: u32 = 0x0a0d_0d0a;
 /// Bytes of the file header.
 pub const FILE_HEADER_LEN: usize = 24;
 /// Bytes of each packet's record header.
@@ -54,7 +53,7 @@ pub enum LinkType {
 }
 
 impl LinkType {
-    fn from_code(code: u32) -> Option<LinkType> {
+    pub(crate) fn from_code(code: u32) -> Option<LinkType> {
         match code {
             0 => Some(LinkType::Null),
             1 => Some(LinkType::Ethernet),
@@ -78,6 +77,11 @@ pub struct Packet<'a> {
     /// capture's snaplen cut it.
     pub orig_len: u32,
     pub data: &'a [u8],
+    /// The link layer the packet starts with.
+    pub link_type: LinkType,
+    /// Byte order of the capturing host, for link headers written in host
+    /// order (LINKTYPE_NULL's address family).
+    pub little_endian: bool,
 }
 
 /// Iterates the packets of a classic pcap file. After the first error it
@@ -105,7 +109,6 @@ impl<'a> PcapReader<'a> {
             (MAGIC_NANOS, _) => (false, true),
             (_, MAGIC_MICROS) => (true, false),
             (_, MAGIC_NANOS) => (true, true),
-            (MAGIC_PCAPNG, _) => return Err(DecodeError::Pcapng),
             _ => return Err(DecodeError::BadMagic { found: magic_le }),
         };
         let major = u16_at(header, 4, swapped);
@@ -129,12 +132,6 @@ impl<'a> PcapReader<'a> {
 
     pub fn link_type(&self) -> LinkType {
         self.link_type
-    }
-
-    /// Whether multi-byte fields of the file, and of link headers written in
-    /// host order (LINKTYPE_NULL), are little-endian.
-    pub fn is_little_endian(&self) -> bool {
-        !self.swapped
     }
 
     fn read_packet(&mut self) -> Result<Packet<'a>, DecodeError> {
@@ -178,6 +175,8 @@ impl<'a> PcapReader<'a> {
             time_unix_ns,
             orig_len,
             data,
+            link_type: self.link_type,
+            little_endian: !self.swapped,
         })
     }
 }
@@ -291,9 +290,10 @@ mod tests {
     }
 
     #[test]
-    fn pcapng_is_named_in_the_error() {
-        let mut bytes = vec![0x0a, 0x0d, 0x0d, 0x0a];
-        bytes.resize(32, 0);
-        assert!(matches!(PcapReader::new(&bytes), Err(DecodeError::Pcapng)));
+    fn unknown_magic_is_reported_with_its_value() {
+        assert!(matches!(
+            PcapReader::new(&[0x42; 32]),
+            Err(DecodeError::BadMagic { found: 0x4242_4242 })
+        ));
     }
 }
