@@ -113,7 +113,7 @@ impl<'a> PcapngReader<'a> {
             self.interfaces.clear();
         }
         let len = self.u32_at(at + 4).unwrap_or(0) as usize;
-        if len < 12 || len % 4 != 0 {
+        if len < 12 || !len.is_multiple_of(4) {
             return Err(DecodeError::BadBlockLength {
                 offset: at,
                 length: len,
