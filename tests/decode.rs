@@ -741,3 +741,40 @@ fn real_capture_of_two_daemons_shows_every_published_offset() {
     assert_eq!(offsets, (0..200).collect::<Vec<u64>>());
     assert!(c.frames.iter().any(|f| f.frame_type == Some("heartbeat")));
 }
+
+#[test]
+fn castlog_decode_prints_one_line_per_frame_and_counts_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("golden.pcap");
+    std::fs::write(&file, golden_ethernet_capture()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_castlog");
+    let out = Command::new(bin).arg("decode").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().collect::<Vec<_>>(), GOLDEN_LINES);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("frames_decoded=5 frames_invalid=1 datagrams_foreign=1"),
+        "{err}"
+    );
+
+    let out = Command::new(bin)
+        .args(["decode", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), GOLDEN_LINES.len());
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["packet"].is_u64());
+    }
+
+    let out = Command::new(bin)
+        .args(["decode", "/nonexistent/capture.pcap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/capture.pcap"));
+}
