@@ -33,7 +33,7 @@ use thiserror::Error;
 use crate::wire::{self, auth, Flags, Frame, FrameRepr, HEADER_LEN, MAGIC};
 pub use pcap::{LinkType, Packet, PcapReader};
 pub use pcapng::PcapngReader;
-pub use summary::{BodySummary, RangeSummary, TopicSpan};
+pub use summary::{BodySummary, RangeSummary, ReplayFragmentSummary, TopicSpan};
 
 /// Why a capture file could not be read. Frames that fail to parse are not
 /// errors: they are shown in the output.

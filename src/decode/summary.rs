@@ -84,6 +84,8 @@ pub enum BodySummary {
         request_id: u32,
         records: u64,
         topics: Vec<TopicSpan>,
+        /// A piece of one record too large for a datagram.
+        fragment: Option<ReplayFragmentSummary>,
     },
     ReplayEnd {
         request_id: u32,
@@ -100,6 +102,15 @@ pub enum BodySummary {
         code: u8,
         body_len: usize,
     },
+}
+
+/// A REPLAY_DATA piece: the record's offset and where the chunk goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReplayFragmentSummary {
+    pub offset: u64,
+    pub total_len: u32,
+    pub frag_offset: u32,
+    pub chunk_len: usize,
 }
 
 /// A heartbeat's topic advert.
@@ -174,6 +185,12 @@ impl BodySummary {
                     request_id: r.request_id,
                     records,
                     topics,
+                    fragment: r.fragment.map(|f| ReplayFragmentSummary {
+                        offset: f.offset.0,
+                        total_len: f.piece.total_len,
+                        frag_offset: f.piece.frag_offset,
+                        chunk_len: f.piece.chunk.len(),
+                    }),
                 }
             }
             Body::ReplayEnd(r) => BodySummary::ReplayEnd {
@@ -354,11 +371,19 @@ impl fmt::Display for BodySummary {
                 request_id,
                 records,
                 topics,
-            } => write!(
-                f,
-                "request={request_id} records={records} {}",
-                Spans(topics)
-            ),
+                fragment,
+            } => match fragment {
+                Some(p) => write!(
+                    f,
+                    "request={request_id} record_offset={} fragment={}+{}/{}",
+                    p.offset, p.frag_offset, p.chunk_len, p.total_len
+                ),
+                None => write!(
+                    f,
+                    "request={request_id} records={records} {}",
+                    Spans(topics)
+                ),
+            },
             BodySummary::ReplayEnd {
                 request_id,
                 status,
