@@ -324,9 +324,9 @@ fn udp_of<'a>(packet: &Packet<'a>, stats: &mut DecodeStats) -> Option<Udp<'a>> {
 /// LINKTYPE_LINUX_SLL2: protocol (2), reserved (2), ifindex (4), ARPHRD
 /// type (2), packet type (1), address length (1), address (8), payload.
 fn sll2_split(data: &[u8]) -> Option<(u16, &[u8])> {
-    let proto = data.get(..2)?;
+    let proto: [u8; 2] = data.get(..2)?.try_into().ok()?;
     let rest = data.get(20..)?;
-    Some((u16::from_be_bytes([proto[0], proto[1]]), rest))
+    Some((u16::from_be_bytes(proto), rest))
 }
 
 /// LINKTYPE_NULL's address family, in the capturing host's byte order:
