@@ -73,7 +73,16 @@ fn fuzz_keys() -> GroupKeys {
 
 fn check_auth(data: &[u8]) {
     let keys = fuzz_keys();
-    assert!(verify(data, &keys).is_err(), "forged datagram accepted");
+    if let Ok(inner) = verify(data, &keys) {
+        let resealed = [keys.current.clone()]
+            .into_iter()
+            .chain(keys.previous.clone())
+            .any(|k| {
+                let mut again = inner.to_vec();
+                seal(&mut again, &GroupKeys::new(k, None)).is_ok() && again == data
+            });
+        assert!(resealed, "accepted a datagram no key seals: {data:?}");
+    }
     let _ = split(data);
     if let Some(mut frame) = reframed(data) {
         if seal(&mut frame, &keys).is_ok() {
@@ -287,4 +296,16 @@ fn long_seeded_mutation_run_of_every_target_finds_no_panic() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
     run_mutations(iters);
+}
+
+#[test]
+fn datagram_sealed_under_the_fuzz_key_verifies_and_reseals_identically() {
+    // Found by the first auth_verify run: the target's old property ("verify
+    // accepts nothing") was wrong for a correctly sealed seed. Kept so the
+    // corrected property stays exercised on an accepted input.
+    let [(_, bytes)] = &saved_inputs("auth_verify")[..] else {
+        panic!("tests/data/fuzz/auth_verify holds one input")
+    };
+    assert!(verify(bytes, &fuzz_keys()).is_ok());
+    check_auth(bytes);
 }
