@@ -40,12 +40,11 @@ fn append_n(log: &mut TopicLog, n: u64) {
     }
 }
 
+/// (offset, key, value) of records read back.
+type Read = Vec<(u64, Vec<u8>, Vec<u8>)>;
+
 /// Every record from `from` to the tail, reading `max_bytes` at a time.
-fn read_all(
-    log: &mut TopicLog,
-    from: Offset,
-    max_bytes: usize,
-) -> (Vec<(u64, Vec<u8>, Vec<u8>)>, Vec<Range<Offset>>) {
+fn read_all(log: &mut TopicLog, from: Offset, max_bytes: usize) -> (Read, Vec<Range<Offset>>) {
     let mut out = Vec::new();
     let mut holes = Vec::new();
     let mut at = from;

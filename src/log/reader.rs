@@ -299,6 +299,8 @@ impl TopicLog {
                 return Ok(Stop::Full);
             }
             let left = usize::try_from(seg_len - *pos).unwrap_or(usize::MAX);
+            // The budget plus room for frame headers, so that one read
+            // usually fills the batch.
             let raw = (budget + budget / 8 + 64).max(min_read).min(left);
             if self.scratch.len() < raw {
                 self.scratch.resize(raw, 0);
