@@ -1,0 +1,396 @@
+//! Scripted dialogues: one protocol rule each, frames in at a time, exact
+//! frames (or silence) out. Two `Node`s are wired by hand so each test can
+//! drop, hold or forge exactly the datagrams it is about.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use castlog::proto::{Dest, Event, GroupConfig, GroupId, Node, NodeId, Offset, ReplayOutcome};
+use castlog::wire::{Body, Flags, FrameRepr, NcfRepr, RecordRepr, ReplayStatus, Seq, SeqRange};
+
+const G: GroupId = GroupId(0);
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 7500))
+}
+
+fn node(id: u64, cfg: &GroupConfig, now: Instant) -> Node {
+    let mut n = Node::new(NodeId(id), &format!("n{id}"), id);
+    n.add_group(now, G, cfg.clone());
+    n
+}
+
+/// Everything a node wants to send now.
+fn drain(n: &mut Node, now: Instant) -> Vec<(Dest, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while let Some(t) = n.poll_transmit(now, &mut buf) {
+        out.push((t.dest, buf[..t.len].to_vec()));
+    }
+    out
+}
+
+fn events(n: &mut Node) -> Vec<Event> {
+    std::iter::from_fn(|| n.poll_event()).collect()
+}
+
+fn kind(bytes: &[u8]) -> String {
+    match FrameRepr::parse(bytes).map(|f| f.body) {
+        Ok(Body::Data(d)) => format!("DATA {}", d.seq.0),
+        Ok(b) => format!("{:?}", b.frame_type()),
+        Err(e) => format!("bad {e}"),
+    }
+}
+
+fn data_seqs(frames: &[(Dest, Vec<u8>)]) -> Vec<(Dest, Vec<u8>)> {
+    frames
+        .iter()
+        .filter(|(_, b)| kind(b).starts_with("DATA"))
+        .cloned()
+        .collect()
+}
+
+/// A source with one record per datagram, a receiver that has heard the
+/// session start; returns (source, receiver, the DATA frames).
+fn setup(cfg: &GroupConfig, records: u64, t0: Instant) -> (Node, Node, Vec<Vec<u8>>) {
+    let mut a = node(1, cfg, t0);
+    let mut b = node(2, cfg, t0);
+    a.handle_timeout(t0);
+    for (_, f) in drain(&mut a, t0) {
+        b.handle_datagram(t0, addr(1), Some(G), &f);
+    }
+    let mut frames = Vec::new();
+    for o in 0..records {
+        a.publish(t0, G, "t", Offset(o), 0, b"k", b"value").unwrap();
+        a.flush(t0);
+        for (_, f) in data_seqs(&drain(&mut a, t0)) {
+            frames.push(f);
+        }
+    }
+    (a, b, frames)
+}
+
+#[test]
+fn gap_is_naked_after_a_random_delay_and_repaired_by_the_source() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let (mut a, mut b, frames) = setup(&cfg, 3, t0);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[0]);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[2]); // seq 1 lost
+    drain(&mut b, t0);
+    let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
+    b.handle_timeout(t1);
+    let naks: Vec<_> = drain(&mut b, t1)
+        .into_iter()
+        .filter(|(_, f)| kind(f) == "Nak")
+        .collect();
+    assert_eq!(naks.len(), 1, "exactly one NAK after the delay");
+    assert_eq!(
+        naks[0].0,
+        Dest::Peer(addr(1)),
+        "NAKs go unicast to the source"
+    );
+    a.handle_datagram(t1, addr(2), None, &naks[0].1);
+    let answer = drain(&mut a, t1);
+    let kinds: Vec<String> = answer.iter().map(|(_, f)| kind(f)).collect();
+    assert_eq!(
+        kinds,
+        vec!["Ncf".to_string(), "DATA 1".to_string()],
+        "NCF to the group, then the repair"
+    );
+    let repair = &answer[1].1;
+    assert!(FrameRepr::parse(repair)
+        .unwrap()
+        .header
+        .flags
+        .contains(Flags::REPAIR));
+    b.handle_datagram(t1, addr(1), Some(G), repair);
+    let offsets: Vec<u64> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Deliver { offset, .. } => Some(offset.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offsets, vec![0, 1, 2]);
+}
+
+#[test]
+fn nak_is_suppressed_when_the_sources_ncf_is_heard_first() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let (a, mut b, frames) = setup(&cfg, 3, t0);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[0]);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[2]);
+    drain(&mut b, t0);
+    // Another receiver's NAK made the source confirm seq 1 to the group.
+    let ncf = FrameRepr::new(
+        a.id(),
+        a.session(G).unwrap(),
+        Flags::default(),
+        Body::Ncf(NcfRepr {
+            ranges: vec![SeqRange {
+                start: Seq(1),
+                end: Seq(2),
+            }],
+        }),
+    )
+    .to_vec()
+    .unwrap();
+    b.handle_datagram(t0, addr(1), Some(G), &ncf);
+    let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
+    b.handle_timeout(t1);
+    let naks = drain(&mut b, t1)
+        .into_iter()
+        .filter(|(_, f)| kind(f) == "Nak")
+        .count();
+    assert_eq!(naks, 0, "the NAK is suppressed");
+    assert_eq!(b.stats().naks_suppressed, 1);
+}
+
+#[test]
+fn duplicate_naks_within_the_linger_get_one_repair() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let (mut a, mut b, frames) = setup(&cfg, 2, t0);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[1]);
+    let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
+    b.handle_timeout(t1);
+    let nak = drain(&mut b, t1)
+        .into_iter()
+        .find(|(_, f)| kind(f) == "Nak")
+        .unwrap()
+        .1;
+    a.handle_datagram(t1, addr(2), None, &nak);
+    a.handle_datagram(t1, addr(3), None, &nak);
+    a.handle_datagram(t1 + cfg.repair_linger / 2, addr(4), None, &nak);
+    let repairs = drain(&mut a, t1)
+        .into_iter()
+        .filter(|(_, f)| kind(f) == "DATA 0")
+        .count();
+    assert_eq!(repairs, 1);
+    assert_eq!(a.stats().naks_coalesced, 2);
+    // After the linger, a new NAK is a new round and gets a new repair.
+    let t2 = t1 + cfg.repair_linger + Duration::from_millis(1);
+    a.handle_datagram(t2, addr(2), None, &nak);
+    assert_eq!(
+        drain(&mut a, t2)
+            .into_iter()
+            .filter(|(_, f)| kind(f) == "DATA 0")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn nak_below_the_window_is_answered_unrecoverable_and_becomes_a_gap() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig {
+        retransmit_window_bytes: 200,
+        ..GroupConfig::default()
+    };
+    let (mut a, mut b, frames) = setup(&cfg, 10, t0);
+    // No receiver acknowledged, so the small window let seq 0 go.
+    b.handle_datagram(t0, addr(1), Some(G), &frames[9]);
+    let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
+    b.handle_timeout(t1);
+    let nak = drain(&mut b, t1)
+        .into_iter()
+        .find(|(_, f)| kind(f) == "Nak")
+        .unwrap()
+        .1;
+    a.handle_datagram(t1, addr(2), None, &nak);
+    let answer = drain(&mut a, t1);
+    let unrec = answer
+        .iter()
+        .find(|(_, f)| kind(f) == "Unrecoverable")
+        .expect("UNRECOVERABLE sent");
+    assert_eq!(unrec.0, Dest::Peer(addr(2)));
+    b.handle_datagram(t1, addr(1), None, &unrec.1);
+    for (_, f) in answer.iter().filter(|(_, f)| kind(f).starts_with("DATA")) {
+        b.handle_datagram(t1, addr(1), Some(G), f);
+    }
+    let mut ev = events(&mut b);
+    // The lost seq 0 held the topic's in-band declaration: the next
+    // heartbeat's topic advertisement names it.
+    let th = t1 + cfg.heartbeat_interval_max;
+    a.handle_timeout(th);
+    for (_, f) in drain(&mut a, th)
+        .iter()
+        .filter(|(_, f)| kind(f) == "Heartbeat")
+    {
+        b.handle_datagram(th, addr(1), Some(G), f);
+    }
+    ev.extend(events(&mut b));
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Gap { .. })),
+        "an explicit gap, never a silent hole: {ev:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Deliver {
+            offset: Offset(9),
+            ..
+        }
+    )));
+    // And the receiver stops asking.
+    let t2 = t1 + Duration::from_secs(2);
+    b.handle_timeout(t2);
+    assert_eq!(
+        drain(&mut b, t2)
+            .into_iter()
+            .filter(|(_, f)| kind(f) == "Nak")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn publish_is_acknowledged_only_when_every_live_receiver_has_it() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let (mut a, mut b, _) = setup(&cfg, 0, t0);
+    // b acknowledges the (empty) session, so a knows one live receiver.
+    b.handle_timeout(t0);
+    for (_, f) in drain(&mut b, t0) {
+        a.handle_datagram(t0, addr(2), None, &f);
+    }
+    events(&mut a);
+    let ticket = a.publish(t0, G, "t", Offset(0), 0, b"", b"x").unwrap();
+    a.flush(t0);
+    let data = data_seqs(&drain(&mut a, t0));
+    assert!(
+        !events(&mut a)
+            .iter()
+            .any(|e| matches!(e, Event::Acked { .. })),
+        "not acked before the receiver has it"
+    );
+    b.handle_datagram(t0, addr(1), Some(G), &data[0].1);
+    let t1 = t0 + cfg.status_interval;
+    b.handle_timeout(t1);
+    for (_, f) in drain(&mut b, t1) {
+        a.handle_datagram(t1, addr(2), None, &f);
+    }
+    assert!(events(&mut a).contains(&Event::Acked { group: G, ticket }));
+}
+
+#[test]
+fn replay_streams_a_log_range_in_chunks_in_offset_order() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let mut a = node(1, &cfg, t0);
+    let mut b = node(2, &cfg, t0);
+    drain(&mut a, t0);
+    drain(&mut b, t0);
+    let log: Vec<Vec<u8>> = (0..5000u64)
+        .map(|o| {
+            let mut v = Vec::new();
+            let value = vec![o as u8; 100];
+            RecordRepr {
+                topic: Default::default(),
+                offset: Offset(o),
+                timestamp_ms: 0,
+                key: b"",
+                value: &value,
+            }
+            .emit_to_vec(&mut v)
+            .unwrap();
+            v
+        })
+        .collect();
+    let id = b.request_replay(t0, addr(1), NodeId(1), "t", Offset(10), Offset(u64::MAX));
+    let mut got = Vec::new();
+    let mut done = None;
+    let mut now = t0;
+    for _round in 0..200 {
+        for (_, f) in drain(&mut b, now) {
+            a.handle_datagram(now, addr(2), None, &f);
+        }
+        for e in events(&mut a) {
+            if let Event::ReplayRead(serve) = e {
+                let mut bytes = Vec::new();
+                let mut next = serve.from.0;
+                while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
+                    bytes.extend_from_slice(&log[next as usize]);
+                    next += 1;
+                }
+                let status = if next >= log.len() as u64 {
+                    ReplayStatus::ReachedEnd
+                } else {
+                    ReplayStatus::ChunkDone
+                };
+                a.supply_replay_chunk(
+                    now,
+                    &serve,
+                    &bytes,
+                    castlog::proto::replay_end(status, Offset(next), Offset(0)),
+                );
+            }
+        }
+        for (i, (_, f)) in drain(&mut a, now).into_iter().enumerate() {
+            // Lose one datagram of the first chunk: the client re-asks.
+            if _round == 0 && i == 3 {
+                continue;
+            }
+            b.handle_datagram(now, addr(1), None, &f);
+        }
+        for e in events(&mut b) {
+            match e {
+                Event::ReplayRecords {
+                    id: rid, records, ..
+                } => {
+                    assert_eq!(rid, id);
+                    for r in castlog::wire::Records::count_checked(&records).unwrap() {
+                        got.push(r.offset.0);
+                    }
+                }
+                Event::ReplayDone { outcome, .. } => done = Some(outcome),
+                _ => {}
+            }
+        }
+        if done.is_some() {
+            break;
+        }
+        now += Duration::from_millis(1);
+        b.handle_timeout(now);
+    }
+    assert_eq!(
+        done,
+        Some(ReplayOutcome::Complete {
+            next_offset: Offset(5000)
+        })
+    );
+    assert_eq!(got, (10..5000).collect::<Vec<_>>());
+}
+
+#[test]
+fn data_is_paced_by_the_rate_limit() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig {
+        rate_limit_bytes_per_sec: 1_000_000,
+        ..GroupConfig::default()
+    };
+    let mut a = node(1, &cfg, t0);
+    drain(&mut a, t0);
+    for o in 0..100u64 {
+        a.publish(t0, G, "t", Offset(o), 0, b"", &[1u8; 1000])
+            .unwrap();
+    }
+    a.flush(t0);
+    // 100 KB at 1 MB/s: about 10 ms of burst now, the rest over ~90 ms.
+    let now_count = data_seqs(&drain(&mut a, t0)).len();
+    assert!(now_count < 30, "{now_count} datagrams went out at once");
+    let mut total = now_count;
+    let mut t = t0;
+    while total < 100 {
+        t = a.poll_timeout().unwrap().max(t);
+        a.handle_timeout(t);
+        total += data_seqs(&drain(&mut a, t)).len();
+        assert!(t < t0 + Duration::from_secs(1), "pacing stalled");
+    }
+    let took = t - t0;
+    assert!(
+        took >= Duration::from_millis(70) && took <= Duration::from_millis(130),
+        "100 KB took {took:?} at 1 MB/s"
+    );
+}
