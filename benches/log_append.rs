@@ -4,7 +4,8 @@
 //! the log makes). Ratio = raw MB/s / log MB/s; target for `never`: <= 2.
 //!
 //! `cargo bench --bench log_append`; `CASTLOG_BENCH_MB=<n>` sets the bytes per
-//! case (default 64).
+//! case (default 64); `CASTLOG_BENCH_ONLY=never|interval-1s|always` runs one
+//! policy.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -62,8 +63,12 @@ fn main() {
         "{:<12} {:>6} {:>6} {:>12} {:>10} {:>10} {:>10}",
         "fsync", "value", "batch", "records/s", "log MB/s", "raw MB/s", "raw/log"
     );
+    // CASTLOG_BENCH_ONLY=<fsync name> runs one policy (for profiling).
+    let only = std::env::var("CASTLOG_BENCH_ONLY").ok();
     for c in cases {
-        run(&c, mb);
+        if only.as_deref().is_none_or(|o| o == name(c.policy)) {
+            run(&c, mb);
+        }
     }
 }
 
