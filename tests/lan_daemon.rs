@@ -329,3 +329,49 @@ fn garbage_datagrams_are_counted_and_delivery_continues() {
         "sent {sent} garbage datagrams, none counted: {stats}"
     );
 }
+
+#[test]
+fn an_eight_mib_record_arrives_intact() {
+    let Some(s) = start(Kind::Multicast, 3, 3) else {
+        return;
+    };
+    let mut subs: Vec<Client> = s.daemons[1..].iter().map(subscribe_all).collect();
+    let value: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut p = s.daemons[0].client();
+    let offset = p
+        .publish_sync("blobs", Some(b"big"), &value, Duration::from_secs(20))
+        .expect("sync publish of 8 MiB");
+    assert_eq!(offset, Offset(0));
+    for sub in subs.iter_mut() {
+        let got = collect(sub, 1, Duration::from_secs(20));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].key.as_ref(), b"big");
+        assert!(got[0].value == value, "8 MiB value differs");
+    }
+}
+
+#[test]
+fn castlogd_exits_with_code_two_and_names_the_bad_netconf_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[node]\nlisten = \"127.0.0.1:0\"\n[group.g]\nkind = \"multicast\"\naddress = \"239.255.9.9:7400\"\nttl = 0\n[[topic]]\npattern = \"*\"\ngroup = \"g\"\n",
+    )
+    .expect("write netconf");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_castlogd"))
+        .arg("--netconf")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run castlogd");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:6") && stderr.contains("group.g.ttl"),
+        "{stderr}"
+    );
+}

@@ -114,12 +114,14 @@ pub(super) struct LoopState {
     /// Sync publishes per group by ticket; a ticket that was stalled gets
     /// its entry when it is finally published.
     syncs: BTreeMap<(GroupId, Ticket), PendingSync>,
-    /// Sources' listen addresses, from SourceUp, for replay.
+    /// Live sources' listen addresses (SourceUp until SourceDown): the
+    /// first place to ask for a replay of their logs.
     pub(super) sources: HashMap<NodeId, SocketAddr>,
+    /// Every node heard on any group (announcements, receivers, sources),
+    /// until it says goodbye: other places that may hold a log.
+    pub(super) peers: HashMap<NodeId, SocketAddr>,
     /// Node names from announcements, for deliveries and timeouts.
     pub(super) names: HashMap<NodeId, Arc<str>>,
-    /// Live receivers per group, for a sync timeout's "waiting for".
-    receivers: HashMap<GroupId, HashMap<NodeId, SocketAddr>>,
     next_log_flush: Option<Instant>,
     next_retention: Option<Instant>,
 }
@@ -634,15 +636,19 @@ impl Daemon {
                     replaced.is_some()
                 );
                 self.loop_state.sources.insert(source, addr);
+                self.loop_state.peers.insert(source, addr);
             }
             Event::SourceDown {
                 group,
                 source,
                 session,
-            } => ::log::info!(
-                "source down group={} source={source} session={session}",
-                self.group_name(group)
-            ),
+            } => {
+                ::log::info!(
+                    "source down group={} source={source} session={session}",
+                    self.group_name(group)
+                );
+                self.loop_state.sources.remove(&source);
+            }
             Event::TopicSeen {
                 source,
                 topic,
@@ -658,21 +664,12 @@ impl Daemon {
                     "receiver up group={} receiver={receiver} addr={addr}",
                     self.group_name(group)
                 );
-                self.loop_state
-                    .receivers
-                    .entry(group)
-                    .or_default()
-                    .insert(receiver, addr);
+                self.loop_state.peers.insert(receiver, addr);
             }
-            Event::ReceiverDown { group, receiver } => {
-                ::log::info!(
-                    "receiver down group={} receiver={receiver}",
-                    self.group_name(group)
-                );
-                if let Some(r) = self.loop_state.receivers.get_mut(&group) {
-                    r.remove(&receiver);
-                }
-            }
+            Event::ReceiverDown { group, receiver } => ::log::info!(
+                "receiver down group={} receiver={receiver}",
+                self.group_name(group)
+            ),
             Event::Acked { group, ticket } => self.complete_syncs(group, ticket),
             Event::Peer {
                 group,
@@ -687,6 +684,11 @@ impl Daemon {
                     self.group_name(group)
                 );
                 self.loop_state.names.insert(node, name);
+                if leaving {
+                    self.loop_state.peers.remove(&node);
+                } else {
+                    self.loop_state.peers.insert(node, addr);
+                }
             }
             Event::ReplayRead(serve) => self.serve_replay(now, &serve),
             Event::ReplayRecords {
@@ -802,18 +804,14 @@ impl Daemon {
             };
             self.stats.syncs_timed_out += 1;
             let waiting_for: Vec<String> = self
-                .loop_state
-                .receivers
-                .get(&key.0)
-                .map(|r| {
-                    r.keys()
-                        .map(|n| match self.loop_state.names.get(n) {
-                            Some(name) => name.to_string(),
-                            None => n.to_string(),
-                        })
-                        .collect()
+                .node
+                .receivers_behind(key.0, key.1)
+                .into_iter()
+                .map(|n| match self.loop_state.names.get(&n) {
+                    Some(name) => name.to_string(),
+                    None => n.to_string(),
                 })
-                .unwrap_or_default();
+                .collect();
             let message = format!(
                 "not acknowledged in time by {}",
                 if waiting_for.is_empty() {

@@ -140,7 +140,9 @@ impl Node {
 
     /// Live receivers of `group` that have not acknowledged `ticket` yet.
     pub fn receivers_behind(&self, group: GroupId, ticket: Ticket) -> Vec<NodeId> {
-        self.groups.get(&group).map_or_else(Vec::new, |g| g.sender.receivers_behind(ticket))
+        self.groups
+            .get(&group)
+            .map_or_else(Vec::new, |g| g.sender.receivers_behind(ticket))
     }
 
     /// Queues a record (whose offset the caller's log assigned) for sending.
