@@ -28,6 +28,7 @@ use super::ipc::{ConnId, Request, Response};
 use super::sockets::{self, OutDatagram, RecvMeta, MAX_BATCH};
 use super::{clock, signals, Daemon, Error, GROUP_TOKEN_BASE, LISTEN_TOKEN};
 use crate::log::Appended;
+use crate::netconf::IdlePolicy;
 use crate::proto::{Dest, Event, GroupId, PublishError, Ticket};
 use crate::wire::ipc::{Failure, FailureKind, Publish, PublishMode};
 use crate::wire::{NodeId, Offset, RecordRepr, TopicId};
@@ -148,6 +149,9 @@ impl Daemon {
                 return Err(Error::Poll(e));
             }
             self.stats.loop_rounds += 1;
+            if events.is_empty() && self.netconf.node.idle == IdlePolicy::Yield {
+                std::thread::yield_now();
+            }
             let mut requests = std::mem::take(&mut self.loop_state.requests);
             for event in events.iter() {
                 self.dispatch(event, &mut requests);
@@ -190,6 +194,10 @@ impl Daemon {
     }
 
     fn next_timeout(&self, now: Instant) -> Duration {
+        // netconf `idle`: yield and spin never sleep in the kernel.
+        if self.netconf.node.idle != IdlePolicy::Block {
+            return Duration::ZERO;
+        }
         let ls = &self.loop_state;
         if ls.listen_readable || ls.group_readable.iter().any(|r| *r) || self.subs.is_lagging() {
             return Duration::ZERO;
@@ -267,6 +275,13 @@ impl Daemon {
                 let Some(bytes) = buf.get(..meta.len) else {
                     continue;
                 };
+                // netconf `allow`: only listed networks may send on a group.
+                if let Some(conf) = group.and_then(|k| self.netconf.groups.get(k)) {
+                    if !conf.allows(meta.from.ip()) {
+                        self.stats.datagrams_denied += 1;
+                        continue;
+                    }
+                }
                 self.node.handle_datagram(now, meta.from, group_id, bytes);
             }
         }
@@ -328,6 +343,18 @@ impl Daemon {
             let message = format!("no netconf [[topic]] rule matches topic {:?}", p.topic);
             return fail(self, FailureKind::UnknownTopicRule, message);
         };
+        let allowed = self
+            .netconf
+            .rule_for(&p.topic)
+            .and_then(|r| r.publishers.as_ref())
+            .is_none_or(|names| names.contains(&self.name));
+        if !allowed {
+            let message = format!(
+                "node {} is not among the publishers of topic {:?} in the netconf",
+                self.name, p.topic
+            );
+            return fail(self, FailureKind::InvalidRequest, message);
+        }
         let stalled_len = self.loop_state.stalled.get(&group).map_or(0, VecDeque::len);
         if stalled_len >= STALLED_MAX {
             let message = format!("flow control holds {stalled_len} records for the group; retry");

@@ -195,7 +195,7 @@ impl Daemon {
             tx: TxQueue::new(),
             ipc,
             log,
-            subs: Subscriptions::default(),
+            subs: Subscriptions::open(&data_dir),
             replays: replay_io::Replays::default(),
             stats: Stats::default(),
             offload,

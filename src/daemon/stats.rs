@@ -15,6 +15,8 @@ pub struct Stats {
     pub datagrams_received: u64,
     /// Datagrams longer than the receive buffer (dropped, never parsed).
     pub datagrams_truncated: u64,
+    /// Datagrams from a source outside the group's netconf `allow` list.
+    pub datagrams_denied: u64,
     /// Datagrams handed to the kernel.
     pub datagrams_sent: u64,
     /// Datagrams the kernel refused (no route, firewall, ICMP error).
