@@ -16,10 +16,10 @@ use castlog::client::{
 use castlog::netconf::{self, NetConf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Exit codes, documented in `castlog --help`.
 mod bench;
 mod demo;
 
+/// Exit codes, documented in `castlog --help`.
 mod exit {
     pub const FAILED: u8 = 1;
     pub const USAGE: u8 = 2;

@@ -209,6 +209,9 @@ fn every_request_emits_and_parses_its_golden_bytes() {
         let mut out = Vec::new();
         assert_eq!(repr.emit_to_vec(&mut out), Ok(golden.len()), "{repr:?}");
         assert_eq!(out, golden, "{repr:?}");
+        let mut slice = vec![0u8; golden.len()];
+        assert_eq!(repr.emit(&mut slice), Ok(golden.len()), "{repr:?}");
+        assert_eq!(slice, golden, "emit into a slice, {repr:?}");
         assert_eq!(Request::parse(&Bytes::from(golden)), Ok(repr));
     }
 }
@@ -220,6 +223,9 @@ fn every_response_emits_and_parses_its_golden_bytes() {
         let mut out = Vec::new();
         assert_eq!(repr.emit_to_vec(&mut out), Ok(golden.len()), "{repr:?}");
         assert_eq!(out, golden, "{repr:?}");
+        let mut slice = vec![0u8; golden.len()];
+        assert_eq!(repr.emit(&mut slice), Ok(golden.len()), "{repr:?}");
+        assert_eq!(slice, golden, "emit into a slice, {repr:?}");
         assert_eq!(Response::parse(&Bytes::from(golden)), Ok(repr));
     }
 }

@@ -130,6 +130,7 @@ pub struct Client {
     wbuf: Vec<u8>,
     wpos: usize,
     rbuf: BytesMut,
+    scratch: Vec<u8>,
     auto_flush_bytes: usize,
     request_timeout: Duration,
     next_request_id: u64,
@@ -167,7 +168,8 @@ impl Client {
             path: socket.to_path_buf(),
             wbuf: Vec::with_capacity(DEFAULT_AUTO_FLUSH_BYTES + 4096),
             wpos: 0,
-            rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            rbuf: BytesMut::new(),
+            scratch: vec![0; READ_CHUNK_BYTES],
             auto_flush_bytes: DEFAULT_AUTO_FLUSH_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             next_request_id: 1,
@@ -538,40 +540,29 @@ impl Client {
     /// whole frame.
     fn read_some(&mut self) -> Result<(), Error> {
         loop {
-            let start = self.rbuf.len();
-            self.rbuf.resize(start + READ_CHUNK_BYTES, 0);
-            let result = self.stream.read(&mut self.rbuf[start..]);
-            match result {
+            // Read into a scratch buffer and append: no zero-fill of fresh
+            // memory per read.
+            match self.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    self.rbuf.truncate(start);
                     self.is_closed = true;
                     self.dispatch_frames()?;
                     return Ok(());
                 }
                 Ok(n) => {
-                    self.rbuf.truncate(start + n);
+                    self.rbuf.extend_from_slice(&self.scratch[..n]);
                     self.dispatch_frames()?;
-                    if n < READ_CHUNK_BYTES {
+                    if n < self.scratch.len() {
                         // Probably drained; the next poll tells for sure.
                         return Ok(());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.rbuf.truncate(start);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    self.rbuf.truncate(start);
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    self.rbuf.truncate(start);
                     self.is_closed = true;
                     return Ok(());
                 }
-                Err(e) => {
-                    self.rbuf.truncate(start);
-                    return Err(Error::Io(e));
-                }
+                Err(e) => return Err(Error::Io(e)),
             }
         }
     }

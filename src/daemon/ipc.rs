@@ -69,6 +69,8 @@ pub struct IpcServer {
     /// Connections whose write failed: reported as Disconnected on the next
     /// `handle_event` call.
     broken: Vec<ConnId>,
+    /// One read buffer shared by all connections (see `read_all`).
+    scratch: Vec<u8>,
     stats: IpcStats,
 }
 
@@ -121,6 +123,7 @@ impl IpcServer {
             free: Vec::new(),
             dirty: Vec::new(),
             broken: Vec::new(),
+            scratch: vec![0; READ_CHUNK_BYTES],
             stats: IpcStats::default(),
         })
     }
@@ -236,7 +239,7 @@ impl IpcServer {
                     }
                     let conn = Conn {
                         stream,
-                        rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+                        rbuf: BytesMut::new(),
                         wbuf: Vec::new(),
                         wpos: 0,
                         writable_registered: false,
@@ -281,17 +284,14 @@ impl IpcServer {
                 }
                 break None;
             }
-            let start = conn.rbuf.len();
             let want = READ_CHUNK_BYTES.min(budget);
-            conn.rbuf.resize(start + want, 0);
-            let result = conn.stream.read(&mut conn.rbuf[start..]);
-            match result {
-                Ok(0) => {
-                    conn.rbuf.truncate(start);
-                    break Some(String::new());
-                }
+            // Read into a scratch buffer and append: no zero-fill of fresh
+            // memory per read, and `rbuf` grows only by what arrived.
+            let scratch = &mut self.scratch[..want];
+            match conn.stream.read(scratch) {
+                Ok(0) => break Some(String::new()),
                 Ok(n) => {
-                    conn.rbuf.truncate(start + n);
+                    conn.rbuf.extend_from_slice(&scratch[..n]);
                     budget = budget.saturating_sub(n);
                     self.stats.bytes_received += n as u64;
                     if let Err(e) = decode_frames(id, &mut conn.rbuf, out, &mut self.stats) {
@@ -302,17 +302,9 @@ impl IpcServer {
                         break Some(String::new());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.rbuf.truncate(start);
-                    break None;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    conn.rbuf.truncate(start);
-                }
-                Err(e) => {
-                    conn.rbuf.truncate(start);
-                    break Some(format!("read failed: {e}"));
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(format!("read failed: {e}")),
             }
         };
         if let Some(reason) = closed {
