@@ -265,6 +265,7 @@ fn group_config(g: &GroupConf) -> GroupConfig {
         retransmit_window_bytes: usize::try_from(g.retransmit_window_bytes).unwrap_or(usize::MAX),
         flow_window_bytes: usize::try_from(g.flow_window_bytes).unwrap_or(usize::MAX),
         liveness_timeout: g.liveness_timeout,
+        rate_limit_bytes_per_sec: g.rate_limit_bytes_per_sec.unwrap_or(0),
         ..GroupConfig::default()
     }
 }
