@@ -17,6 +17,7 @@ mod error;
 mod event_loop;
 pub mod ipc;
 pub mod node_id;
+mod publish;
 mod replay_io;
 pub mod signals;
 pub mod sockets;
