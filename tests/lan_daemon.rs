@@ -375,3 +375,52 @@ fn castlogd_exits_with_code_two_and_names_the_bad_netconf_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn publishing_faster_than_the_flow_window_holds_records_back_and_loses_none() {
+    let Some(lan) = Lan::new_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tight = format!("{FAST}flow-window = \"64KiB\"\n");
+    let daemons: Vec<DaemonProc> = (1..=3)
+        .map(|i| {
+            let nc = lan_netconf(&lan, i, Kind::Multicast, &tight);
+            DaemonProc::start(Some(&lan), i, &format!("h{i}"), &nc, dir.path())
+        })
+        .collect();
+    lan.set_loss(3, 20).expect("set loss");
+    let mut subs: Vec<Client> = daemons[1..].iter().map(subscribe_all).collect();
+    let mut p = daemons[0].client();
+    let n = 4_000u64;
+    let pad = "x".repeat(1_000);
+    for k in 0..n {
+        p.publish_oneway("bulk", None, format!("v{k}{pad}").as_bytes())
+            .expect("publish");
+    }
+    p.flush().expect("flush");
+    p.ping().expect("ping");
+    let source = node_id_of(&daemons[0]);
+    for (k, sub) in subs.iter_mut().enumerate() {
+        let got = collect(sub, n as usize, Duration::from_secs(30));
+        let offsets: Vec<u64> = got
+            .iter()
+            .filter(|d| d.source == source)
+            .map(|d| d.offset.0)
+            .collect();
+        assert_eq!(offsets, (0..n).collect::<Vec<_>>(), "h{}", k + 2);
+        assert!(got
+            .iter()
+            .all(|d| d.value.len() == pad.len() + format!("v{}", d.offset.0).len()));
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&p.stats_json().expect("stats")).expect("json");
+    assert!(
+        stats["daemon"]["publishes_backpressured"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "the window never shut, so this test proves nothing: {stats}"
+    );
+    drop(daemons);
+}

@@ -87,6 +87,8 @@ pub(super) struct LoopState {
     recv_meta: Vec<RecvMeta>,
     requests: Vec<(ConnId, Request)>,
     pub(super) stalled: HashMap<GroupId, VecDeque<Stalled>>,
+    /// Payload bytes held by `stalled` (see `publish.rs`).
+    pub(super) stalled_payload_bytes: usize,
     /// Sync publishes per group by ticket; a ticket that was stalled gets
     /// its entry when it is finally published.
     pub(super) syncs: BTreeMap<(GroupId, Ticket), PendingSync>,

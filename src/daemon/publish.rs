@@ -4,6 +4,12 @@
 //! behind), logged records wait here in order; sync publishes are answered
 //! when the group acknowledges their ticket, or fail at their deadline
 //! naming the receivers still behind.
+//!
+//! The log is the buffer: a waiting record keeps its bytes in memory only
+//! while the waiting bytes stay under [`STALLED_PAYLOAD_MAX_BYTES`]; past
+//! that it is read back from the log when the window opens. So a fast
+//! one-way publisher facing slow receivers costs disk reads, not daemon
+//! memory, and nothing it published is refused.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,19 +25,35 @@ use crate::wire::Offset;
 
 /// Sync publish timeout when the client sends 0.
 const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
-/// Publishes held back per group by flow control before new ones are
-/// refused with `Backpressure`; bounds the daemon's memory when receivers
-/// are slow and clients are fast.
-const STALLED_MAX: usize = 1 << 20;
+/// Records held back per group by flow control before new publishes are
+/// refused with `Backpressure` (each costs about 64 bytes without its
+/// payload): a last bound for receivers that never catch up.
+const STALLED_MAX: usize = 4 << 20;
+/// Payload bytes of waiting records kept in memory (all groups); beyond
+/// it, waiting records are read back from the log.
+pub(super) const STALLED_PAYLOAD_MAX_BYTES: usize = 64 << 20;
 
 /// A record already in the log, waiting for the flow window to send it.
 pub(super) struct Stalled {
     topic: Arc<str>,
     offset: Offset,
+    /// The record's bytes, or `None` when they are to be read from the log.
+    payload: Option<Payload>,
+    reply: Option<(ConnId, u64, PublishMode, Instant)>,
+}
+
+struct Payload {
     timestamp_ms: u64,
     key: Bytes,
     value: Bytes,
-    reply: Option<(ConnId, u64, PublishMode, Instant)>,
+}
+
+impl Stalled {
+    fn payload_len(&self) -> usize {
+        self.payload
+            .as_ref()
+            .map_or(0, |p| p.key.len() + p.value.len())
+    }
 }
 
 /// A sync publish waiting for the group's acknowledgement.
@@ -128,39 +150,88 @@ impl Daemon {
         let record = Stalled {
             topic,
             offset,
-            timestamp_ms,
-            key: p.key,
-            value: p.value,
+            payload: Some(Payload {
+                timestamp_ms,
+                key: p.key,
+                value: p.value,
+            }),
             reply: Some((conn, p.request_id, p.mode, now + timeout)),
         };
-        let queue = self.loop_state.stalled.entry(group).or_default();
-        if queue.is_empty() {
-            if let Some(record) = self.send_record(now, group, record) {
-                self.loop_state
-                    .stalled
-                    .entry(group)
-                    .or_default()
-                    .push_back(record);
-            }
+        let waiting = self
+            .loop_state
+            .stalled
+            .get(&group)
+            .is_some_and(|q| !q.is_empty());
+        let record = if waiting {
+            Some(record)
         } else {
-            queue.push_back(record);
+            self.send_record(now, group, record)
+        };
+        if let Some(record) = record {
+            self.stats.publishes_backpressured += 1;
+            self.stall(group, record, false);
         }
+    }
+
+    /// Queues a record behind the shut window (at the front when it was the
+    /// oldest and came back), dropping its bytes past the memory bound.
+    fn stall(&mut self, group: GroupId, mut r: Stalled, front: bool) {
+        let ls = &mut self.loop_state;
+        if ls.stalled_payload_bytes + r.payload_len() > STALLED_PAYLOAD_MAX_BYTES {
+            r.payload = None;
+            self.stats.publishes_spilled += 1;
+        }
+        ls.stalled_payload_bytes += r.payload_len();
+        let q = ls.stalled.entry(group).or_default();
+        if front {
+            q.push_front(r);
+        } else {
+            q.push_back(r);
+        }
+    }
+
+    /// The record's bytes back from our log, for a record whose payload was
+    /// dropped while it waited.
+    fn reload(&mut self, topic: &str, offset: Offset) -> Option<Payload> {
+        let log = self.log.log(topic, self.node_id).ok()?;
+        let batch = log.read(offset, 1).ok()?;
+        let records = batch.records().ok()?;
+        let r = records.into_iter().find(|r| r.offset == offset)?;
+        Some(Payload {
+            timestamp_ms: r.timestamp_ms,
+            key: Bytes::copy_from_slice(r.key),
+            value: Bytes::copy_from_slice(r.value),
+        })
     }
 
     /// Gives one logged record to the protocol; returns it when the flow
     /// window is shut.
-    fn send_record(&mut self, now: Instant, group: GroupId, r: Stalled) -> Option<Stalled> {
+    fn send_record(&mut self, now: Instant, group: GroupId, mut r: Stalled) -> Option<Stalled> {
         if !self.node.can_publish(group) {
             return Some(r);
         }
+        if r.payload.is_none() {
+            r.payload = self.reload(&r.topic, r.offset);
+        }
+        let Some(payload) = r.payload.as_ref() else {
+            // invariant: the record was appended before it was queued; only
+            // retention racing a very long stall can remove it.
+            self.stats.log_errors += 1;
+            ::log::error!(
+                "waiting record vanished from the log topic={} offset={}",
+                r.topic,
+                r.offset
+            );
+            return None;
+        };
         match self.node.publish(
             now,
             group,
             &r.topic,
             r.offset,
-            r.timestamp_ms,
-            &r.key,
-            &r.value,
+            payload.timestamp_ms,
+            &payload.key,
+            &payload.value,
         ) {
             Ok(ticket) => {
                 if let Some((conn, request_id, PublishMode::Sync, deadline)) = r.reply {
@@ -176,10 +247,7 @@ impl Daemon {
                 }
                 None
             }
-            Err(PublishError::Backpressure { .. }) => {
-                self.stats.publishes_backpressured += 1;
-                Some(r)
-            }
+            Err(PublishError::Backpressure { .. }) => Some(r),
             Err(e) => {
                 // The record is in our log (late joiners can replay it) but
                 // the protocol refused it: tell the client.
@@ -234,10 +302,10 @@ impl Daemon {
                 .get_mut(&group)
                 .and_then(VecDeque::pop_front)
             {
+                let ls = &mut self.loop_state;
+                ls.stalled_payload_bytes = ls.stalled_payload_bytes.saturating_sub(r.payload_len());
                 if let Some(back) = self.send_record(now, group, r) {
-                    if let Some(q) = self.loop_state.stalled.get_mut(&group) {
-                        q.push_front(back);
-                    }
+                    self.stall(group, back, true);
                     break;
                 }
             }

@@ -31,6 +31,9 @@ pub struct Stats {
     pub publishes_failed: u64,
     /// Publishes the flow window held back at least once.
     pub publishes_backpressured: u64,
+    /// Waiting records whose bytes were dropped from memory (read back from
+    /// the log when sent).
+    pub publishes_spilled: u64,
     /// Sync publishes answered after the group acknowledged them.
     pub syncs_acked: u64,
     /// Sync publishes failed by their timeout.
