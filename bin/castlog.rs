@@ -94,7 +94,7 @@ Examples:
   castlog sub 'jobs.*' --group workers";
 
 const STATS_LONG: &str = "\
-Print the daemon's counters, one `name value` per line (nested counters as
+Print the daemon's counters, one `name value` per line sorted by name (nested counters as
 dotted names), or the daemon's JSON document with --json.";
 
 const STATS_EXAMPLES: &str = "\
@@ -724,7 +724,7 @@ fn run_stats(socket: &std::path::Path, args: StatsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Turns nested objects into `a.b.c value` lines, in the document's order.
+/// Turns nested objects into `a.b.c value` lines, sorted by name.
 fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
     match value {
         serde_json::Value::Object(map) => {

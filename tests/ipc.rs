@@ -555,6 +555,9 @@ fn run_fake(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
         for (conn, request) in requests.drain(..) {
             match request {
                 Request::Publish(p) => {
+                    if p.topic == "silent" {
+                        continue;
+                    }
                     let refuse = if p.topic == "nope" {
                         Some(FailureKind::UnknownTopicRule)
                     } else if p.topic == "slow" && p.mode == PublishMode::Sync {
@@ -645,10 +648,7 @@ fn run_fake(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
                 }
                 Request::Commit(c) => report.commits.push(c),
                 Request::Stats => {
-                    let json = format!(
-                        "{{\"connections_accepted\":{}}}",
-                        server.stats().connections_accepted
-                    );
+                    let json = serde_json::to_string(server.stats()).unwrap();
                     server.send(conn, &Response::Stats { json });
                 }
                 Request::Ping { nonce } => server.send(conn, &Response::Pong { nonce }),
@@ -1043,7 +1043,19 @@ fn cli_stats_prints_counters_and_exit_code_says_no_daemon() {
     cmd.arg("stats");
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("connections_accepted  "));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("connections_accepted "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = castlog(&dir.path().join("absent.sock"));
@@ -1146,4 +1158,38 @@ fn a_subscriber_that_stops_reading_is_reported_disconnected_on_write_failure() {
     let report = daemon.stop();
     assert_eq!(report.disconnects, 1, "{report:?}");
     drop(raw);
+}
+
+#[test]
+fn a_sync_publish_without_answer_times_out_on_the_client() {
+    let daemon = FakeDaemon::start();
+    let mut c = daemon.client();
+    let started = std::time::Instant::now();
+    match c.publish_sync("silent", None, b"v", Duration::from_millis(100)) {
+        Err(client::Error::Timeout { waiting_for }) => assert!(waiting_for.is_empty()),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The connection is still usable afterwards.
+    assert_eq!(
+        c.publish_sync("md.t", None, b"v", Duration::from_secs(5))
+            .unwrap(),
+        Offset(0)
+    );
+}
+
+#[test]
+fn a_daemon_that_goes_away_is_an_error_not_a_hang() {
+    let daemon = FakeDaemon::start();
+    let mut c = daemon.client();
+    c.ping().unwrap();
+    let _ = daemon.stop();
+    c.set_request_timeout(Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    assert!(matches!(c.ping(), Err(client::Error::Disconnected)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(
+        c.publish_async("md", None, b"v"),
+        Err(client::Error::Disconnected)
+    ));
 }

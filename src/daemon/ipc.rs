@@ -40,8 +40,9 @@ pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes asked of the kernel per `read` call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
-/// Counters of the IPC server (plain u64, noun_verb).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counters of the IPC server (plain u64, noun_verb); serializable for the
+/// daemon's stats document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IpcStats {
     pub connections_accepted: u64,
     pub connections_closed: u64,
