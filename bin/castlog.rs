@@ -94,8 +94,8 @@ Examples:
   castlog sub 'jobs.*' --group workers";
 
 const STATS_LONG: &str = "\
-Print the daemon's counters, one `name value` per line sorted by name (nested counters as
-dotted names), or the daemon's JSON document with --json.";
+Print the daemon's counters, one `name value` per line, sorted by name
+(nested counters as dotted names), or the daemon's JSON document with --json.";
 
 const STATS_EXAMPLES: &str = "\
 Examples:
