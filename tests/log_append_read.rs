@@ -278,6 +278,19 @@ fn replica_keeps_source_offsets_ignores_duplicates_and_reports_holes() {
         .unwrap();
     assert_eq!(stored, 3);
     assert_eq!(log.next_offset(), Offset(11));
+    // 7, 8 and 10 share one frame; the hole inside it is still reported.
+    let b = log.read(Offset(7), 1 << 20).unwrap();
+    assert_eq!(
+        b.records().unwrap().map(|r| r.offset.0).collect::<Vec<_>>(),
+        vec![7, 8]
+    );
+    let b = log.read(b.next_offset, 1 << 20).unwrap();
+    assert_eq!(b.hole, Some(Offset(9)..Offset(10)));
+    assert_eq!(
+        b.records().unwrap().map(|r| r.offset.0).collect::<Vec<_>>(),
+        vec![10]
+    );
+    assert_eq!(log.stats().offsets_skipped, 4);
 }
 
 #[test]

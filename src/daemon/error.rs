@@ -40,6 +40,18 @@ pub enum Error {
     },
     #[error("node id file {path} is corrupt: {reason} (delete it to get a new node id)")]
     NodeIdCorrupt { path: PathBuf, reason: &'static str },
+    #[error("cannot open the log in {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: crate::log::Error,
+    },
+    #[error("cannot open the client socket {path}: {source}")]
+    Ipc {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("event loop failed: {0}")]
     Poll(#[source] io::Error),
 }

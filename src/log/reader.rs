@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use crate::wire::record::{Records, HEADER_LEN as RECORD_HEADER_LEN};
+use crate::wire::record::{RecordRepr, Records, HEADER_LEN as RECORD_HEADER_LEN};
 use crate::wire::Offset;
 
 use super::error::{Error, Result};
@@ -100,6 +100,39 @@ impl Cursor {
         self.position = self.batch.next_offset;
         Ok(&self.batch)
     }
+}
+
+/// Copies the records of one verified frame with offsets `>= *want` into
+/// `out`, one by one, stopping at a hole inside the frame (unless nothing was
+/// read yet) or at the budget. `Some(stop)` means the frame was not finished:
+/// the next read starts again at the frame and skips what it already got.
+fn take_records(
+    mut records: &[u8],
+    want: &mut Offset,
+    max_bytes: usize,
+    out: &mut ReadBatch,
+) -> Option<Stop> {
+    while let Ok((repr, len)) = RecordRepr::parse_prefix(records) {
+        let record = &records[..len];
+        records = &records[len..];
+        if repr.offset < *want {
+            continue;
+        }
+        if repr.offset > *want {
+            if out.count > 0 || out.hole.is_some() {
+                return Some(Stop::Hole);
+            }
+            out.hole = Some(*want..repr.offset);
+        }
+        if out.count > 0 && out.bytes.len() + len > max_bytes {
+            return Some(Stop::Full);
+        }
+        out.bytes.extend_from_slice(record);
+        out.count += 1;
+        *want = repr.offset.next();
+        out.next_offset = *want;
+    }
+    None
 }
 
 /// Why reading one segment stopped.
@@ -284,27 +317,33 @@ impl TopicLog {
             while at < chunk.len() {
                 match check_frame(&chunk[at..]) {
                     FrameCheck::Valid(info) => {
-                        if info.offset < *want {
+                        if info.last_offset < *want {
                             at += info.frame_len;
                             continue;
                         }
-                        if info.offset > *want {
+                        if info.first_offset > *want {
                             if out.count > 0 || out.hole.is_some() {
                                 *pos += at as u64;
                                 return Ok(Stop::Hole);
                             }
-                            out.hole = Some(*want..info.offset);
-                            *want = info.offset;
+                            out.hole = Some(*want..info.first_offset);
+                            *want = info.first_offset;
                         }
-                        let rec_len = info.record_len();
-                        if out.count > 0 && out.bytes.len() + rec_len > max_bytes {
+                        let records = &chunk[at + FRAME_HEADER_LEN..at + info.frame_len];
+                        let dense =
+                            info.last_offset.0 - info.first_offset.0 + 1 == u64::from(info.count);
+                        if info.first_offset == *want
+                            && dense
+                            && out.bytes.len() + records.len() <= max_bytes
+                        {
+                            // Fast path: the whole frame, one copy.
+                            out.bytes.extend_from_slice(records);
+                            out.count += info.count as usize;
+                        } else if let Some(stop) = take_records(records, want, max_bytes, out) {
                             *pos += at as u64;
-                            return Ok(Stop::Full);
+                            return Ok(stop);
                         }
-                        out.bytes
-                            .extend_from_slice(&chunk[at + FRAME_HEADER_LEN..at + info.frame_len]);
-                        out.count += 1;
-                        *want = info.offset.next();
+                        *want = info.last_offset.next();
                         out.next_offset = *want;
                         at += info.frame_len;
                     }

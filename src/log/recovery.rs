@@ -36,6 +36,9 @@ pub(crate) struct SegmentScan {
     pub max_ts: u64,
     /// An invalid frame with nothing valid after it: (position, reason).
     pub broken_tail: Option<(u64, &'static str)>,
+    /// Corrupt regions skipped: (position, where valid frames resume). Handed
+    /// to the reader so it does not report them a second time.
+    pub skipped: Vec<(u64, u64)>,
 }
 
 /// Scans `[SEGMENT_HEADER_LEN, len)` of a segment, skipping (and reporting)
@@ -58,22 +61,23 @@ pub(crate) fn scan_segment(
         first_ts: None,
         max_ts: NO_TIMESTAMP,
         broken_tail: None,
+        skipped: Vec::new(),
     };
     let mut pos = SEGMENT_HEADER_LEN;
     let mut probe = Vec::new();
     loop {
         let end = scan_frames(file, path, pos, len, s.last_offset, scratch, |at, info| {
             if at >= s.index_next_pos {
-                s.index.push(base, info.offset, at);
+                s.index.push(base, info.first_offset, at);
                 s.index_next_pos = at + interval;
             }
-            s.records += 1;
-            s.last_offset = Some(info.offset);
-            s.first_ts.get_or_insert(info.timestamp_ms);
+            s.records += u64::from(info.count);
+            s.last_offset = Some(info.last_offset);
+            s.first_ts.get_or_insert(info.first_ts);
             s.max_ts = if s.max_ts == NO_TIMESTAMP {
-                info.timestamp_ms
+                info.max_ts
             } else {
-                s.max_ts.max(info.timestamp_ms)
+                s.max_ts.max(info.max_ts)
             };
         })?;
         let ScanEnd::Broken { position, reason } = end else {
@@ -91,6 +95,7 @@ pub(crate) fn scan_segment(
                 );
                 stats.corrupt_regions_found += 1;
                 stats.corrupt_bytes_skipped += resume - position;
+                s.skipped.push((position, resume));
                 pos = resume;
             }
             None => {
@@ -116,10 +121,17 @@ impl TopicLog {
         };
         let mut bases = list_segments(&dir)?;
         let mut scratch = Vec::new();
+        let mut skips = HashMap::new();
         let active = match bases.pop() {
-            Some((base, len)) => {
-                recover_active(&dir, base, len, &config, &mut scratch, &mut stats)?
-            }
+            Some((base, len)) => recover_active(
+                &dir,
+                base,
+                len,
+                &config,
+                &mut scratch,
+                &mut stats,
+                &mut skips,
+            )?,
             None => {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| Error::io(&dir, "create directory", e))?;
@@ -150,11 +162,12 @@ impl TopicLog {
             reader: None,
             read_pos: None,
             write_buf: Vec::new(),
+            write_len: 0,
             scratch,
             unsynced: false,
             last_sync_ms: 0,
             poisoned: false,
-            skips: HashMap::new(),
+            skips,
             stats,
         })
     }
@@ -207,6 +220,12 @@ impl TopicLog {
                     );
                     self.stats.corrupt_regions_found += 1;
                     self.stats.corrupt_bytes_skipped += len - position;
+                }
+                for &(position, resume) in &scan.skipped {
+                    self.skips.insert((base, position), Some(resume));
+                }
+                if let Some((position, _)) = scan.broken_tail {
+                    self.skips.insert((base, position), None);
                 }
                 self.stats.indexes_rebuilt += 1;
                 write_index_bytes(&self.dir, base, &scan.index.encode(base, len, scan.max_ts));
@@ -262,6 +281,7 @@ fn recover_active(
     config: &LogConfig,
     scratch: &mut Vec<u8>,
     stats: &mut Stats,
+    skips: &mut HashMap<(Offset, u64), Option<u64>>,
 ) -> Result<ActiveSegment> {
     let path = dir.join(segment_file_name(base));
     let file = OpenOptions::new()
@@ -308,6 +328,9 @@ fn recover_active(
         stats,
     )?;
     stats.records_recovered += scan.records;
+    for &(position, resume) in &scan.skipped {
+        skips.insert((base, position), Some(resume));
+    }
     if let Some((position, reason)) = scan.broken_tail {
         file.set_len(position)
             .and_then(|()| file.sync_all())

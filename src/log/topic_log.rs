@@ -13,10 +13,13 @@ use crate::wire::{NodeId, Offset};
 use super::error::{Error, Result};
 use super::index::{SparseIndex, NO_TIMESTAMP};
 use super::segment::{
-    be_u32, be_u64, encode_frame, encode_header, index_file_name, segment_file_name,
+    be_u16, be_u32, be_u64, encode_header, index_file_name, segment_file_name, FrameWriter,
     FRAME_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN,
 };
 use super::{FsyncPolicy, LogConfig, Stats, SEGMENT_MAX_BYTES_LIMIT};
+
+/// Largest append buffer kept between appends.
+const WRITE_BUF_KEEP: usize = 8 << 20;
 
 /// One record to append on the source side (the log assigns the offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +100,8 @@ pub struct TopicLog {
     pub(crate) read_pos: Option<ReadPos>,
     /// Frames of the append in progress; reused so appends do not allocate.
     pub(crate) write_buf: Vec<u8>,
+    /// Bytes of `write_buf` that the append in progress uses.
+    pub(crate) write_len: usize,
     /// Raw segment bytes for reads and scans; reused.
     pub(crate) scratch: Vec<u8>,
     pub(crate) unsynced: bool,
@@ -190,12 +195,14 @@ impl TopicLog {
         if records.is_empty() {
             return Ok(first..first);
         }
-        self.write_buf.clear();
+        let mut frames = FrameWriter::new();
         let mut offset = first;
         for r in records {
-            self.encode(offset, r.timestamp_ms, r.key, r.value)?;
+            self.encode(&mut frames, offset, r.timestamp_ms, r.key, r.value)?;
             offset = offset.next();
         }
+        frames.finish(&mut self.write_buf);
+        self.write_len = frames.len();
         self.commit_write(now_ms)?;
         Ok(first..self.active.next)
     }
@@ -215,8 +222,16 @@ impl TopicLog {
             self.restart_at(record.offset)?;
         }
         let next = self.active.next;
-        self.write_buf.clear();
-        self.encode(record.offset, record.timestamp_ms, record.key, record.value)?;
+        let mut frames = FrameWriter::new();
+        self.encode(
+            &mut frames,
+            record.offset,
+            record.timestamp_ms,
+            record.key,
+            record.value,
+        )?;
+        frames.finish(&mut self.write_buf);
+        self.write_len = frames.len();
         self.commit_write(now_ms)?;
         if record.offset > next {
             self.stats.offsets_skipped += record.offset.0 - next.0;
@@ -237,7 +252,7 @@ impl TopicLog {
         now_ms: u64,
         records: impl IntoIterator<Item = RecordRepr<'a>>,
     ) -> Result<usize> {
-        self.write_buf.clear();
+        let mut frames = FrameWriter::new();
         let mut next = self.active.next;
         let mut stored = 0usize;
         let mut duplicates = 0u64;
@@ -249,10 +264,12 @@ impl TopicLog {
             if stored == 0 && r.offset > next && self.is_empty() {
                 self.restart_at(r.offset)?;
             }
-            self.encode(r.offset, r.timestamp_ms, r.key, r.value)?;
+            self.encode(&mut frames, r.offset, r.timestamp_ms, r.key, r.value)?;
             next = r.offset.next();
             stored += 1;
         }
+        frames.finish(&mut self.write_buf);
+        self.write_len = frames.len();
         self.stats.records_duplicate += duplicates;
         if stored == 0 {
             return Ok(0);
@@ -293,9 +310,11 @@ impl TopicLog {
         self.sealed.is_empty() && self.active.records == 0
     }
 
-    /// Appends one frame to `write_buf`, refusing records a segment cannot hold.
+    /// Adds one record to the frames in `write_buf`, refusing records a
+    /// segment cannot hold.
     fn encode(
         &mut self,
+        frames: &mut FrameWriter,
         offset: Offset,
         timestamp_ms: u64,
         key: &[u8],
@@ -308,12 +327,12 @@ impl TopicLog {
                 max: MAX_RECORD_LEN as u64,
             });
         }
-        encode_frame(&mut self.write_buf, offset, timestamp_ms, key, value).map_err(|_| {
-            Error::TooLarge {
+        frames
+            .push(&mut self.write_buf, offset, timestamp_ms, key, value)
+            .map_err(|_| Error::TooLarge {
                 len,
                 max: MAX_RECORD_LEN as u64,
-            }
-        })?;
+            })?;
         Ok(())
     }
 
@@ -326,7 +345,7 @@ impl TopicLog {
                 path: self.active.path.clone(),
             });
         }
-        let total = self.write_buf.len() as u64;
+        let total = self.write_len as u64;
         if total > SEGMENT_MAX_BYTES_LIMIT {
             return Err(Error::TooLarge {
                 len: total,
@@ -345,7 +364,7 @@ impl TopicLog {
         let mut result = self
             .active
             .file
-            .write_all_at(&self.write_buf, pos)
+            .write_all_at(&self.write_buf[..self.write_len], pos)
             .map_err(|e| Error::io(&self.active.path, "write", e));
         let sync_now = match self.config.fsync {
             FsyncPolicy::Always => true,
@@ -378,6 +397,10 @@ impl TopicLog {
         }
         self.unsynced = !sync_now;
         self.index_written_frames(pos);
+        if self.write_buf.len() > WRITE_BUF_KEEP {
+            // One huge batch should not pin its buffer for the log's lifetime.
+            self.write_buf = Vec::new();
+        }
         Ok(())
     }
 
@@ -385,29 +408,40 @@ impl TopicLog {
     /// at `pos`: index entries, offsets, timestamps, counters.
     fn index_written_frames(&mut self, pos: u64) {
         let interval = u64::from(self.config.index_interval_bytes.max(1));
-        let buf = &self.write_buf;
+        let buf = &self.write_buf[..self.write_len];
         let a = &mut self.active;
         let mut at = 0usize;
         let mut count = 0u64;
-        while at + FRAME_HEADER_LEN + RECORD_HEADER_LEN <= buf.len() {
+        // invariant: write_buf holds whole frames of whole records that this
+        // process just encoded; the bounds below only guard against a bug.
+        while at + FRAME_HEADER_LEN <= buf.len() {
             let len = be_u32(&buf[at..]) as usize;
-            let rec = &buf[at + FRAME_HEADER_LEN..];
-            let offset = Offset(be_u64(&rec[4..]));
-            let ts = be_u64(&rec[12..]);
             let frame_pos = pos + at as u64;
-            if frame_pos >= a.index_next_pos {
-                a.index.push(a.base, offset, frame_pos);
-                a.index_next_pos = frame_pos + interval;
+            let end = (at + FRAME_HEADER_LEN + len).min(buf.len());
+            let mut r = at + FRAME_HEADER_LEN;
+            let mut first = true;
+            while r + RECORD_HEADER_LEN <= end {
+                let rec = &buf[r..];
+                let offset = Offset(be_u64(&rec[4..]));
+                let ts = be_u64(&rec[12..]);
+                if first && frame_pos >= a.index_next_pos {
+                    a.index.push(a.base, offset, frame_pos);
+                    a.index_next_pos = frame_pos + interval;
+                }
+                first = false;
+                a.first_ts.get_or_insert(ts);
+                a.max_ts = if a.max_ts == NO_TIMESTAMP {
+                    ts
+                } else {
+                    a.max_ts.max(ts)
+                };
+                a.next = offset.next();
+                count += 1;
+                let key_len = usize::from(be_u16(&rec[20..]));
+                let value_len = be_u32(&rec[22..]) as usize;
+                r += RECORD_HEADER_LEN + key_len + value_len;
             }
-            a.first_ts.get_or_insert(ts);
-            a.max_ts = if a.max_ts == NO_TIMESTAMP {
-                ts
-            } else {
-                a.max_ts.max(ts)
-            };
-            a.next = offset.next();
-            count += 1;
-            at += FRAME_HEADER_LEN + len;
+            at = end;
         }
         a.records += count;
         a.len = pos + buf.len() as u64;
