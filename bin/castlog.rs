@@ -449,6 +449,11 @@ fn run_pub(socket: &std::path::Path, args: PubArgs) -> Result<(), Failure> {
         let mut line = Vec::with_capacity(4096);
         loop {
             line.clear();
+            if !input.buffer().contains(&b'\n') {
+                // The next read may block (a slow pipe, `tail -F`): send what
+                // is batched first, so records never wait for later input.
+                publisher.client.flush()?;
+            }
             if input.read_until(b'\n', &mut line)? == 0 {
                 break;
             }

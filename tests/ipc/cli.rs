@@ -198,3 +198,28 @@ fn cli_check_accepts_every_shipped_netconf_and_refuses_a_bad_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:2:1: node.bogus"), "{err}");
 }
+
+#[test]
+fn cli_pub_sends_each_line_before_waiting_for_the_next() {
+    use std::process::Stdio;
+    let daemon = FakeDaemon::start();
+    let mut sub = daemon.client();
+    sub.subscribe("cli.slow", StartFrom::Latest, None, ConsumeMode::Broadcast)
+        .unwrap();
+    let mut cmd = castlog(&daemon.path);
+    cmd.args(["pub", "cli.slow", "--mode", "oneway"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in ["first", "second"] {
+        // stdin stays open: the record must arrive without more input.
+        writeln!(stdin, "{line}").unwrap();
+        match sub.next_message(Duration::from_secs(5)).unwrap() {
+            Some(Message::Record(r)) => assert_eq!(&r.value[..], line.as_bytes()),
+            other => panic!("expected {line}, got {other:?}"),
+        }
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
