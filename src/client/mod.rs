@@ -532,6 +532,9 @@ impl Client {
         if self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
+            // After a large record, give the memory back.
+            self.wbuf
+                .shrink_to(self.auto_flush_bytes.max(64 * 1024) * 2);
         }
         Ok(())
     }
