@@ -571,9 +571,15 @@ impl Client {
     }
 
     fn dispatch_frames(&mut self) -> Result<(), Error> {
+        let mut largest = 0;
         while let Some(frame) = take_frame(&mut self.rbuf)? {
+            largest = largest.max(frame.len());
             let response = Response::parse(&frame)?;
             self.dispatch(response);
+        }
+        if self.rbuf.is_empty() && largest > READ_CHUNK_BYTES * 4 {
+            // Let a large record's allocation go with the record.
+            self.rbuf = BytesMut::new();
         }
         Ok(())
     }
