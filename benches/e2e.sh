@@ -33,6 +33,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 cargo build --release --quiet --bin castlog --bin castlogd
 BIN=$PWD/target/release
