@@ -38,6 +38,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "data directory {path} is in use by another castlogd (give each daemon its own --data-dir)"
+    )]
+    DataDirInUse { path: PathBuf },
     #[error("node id file {path} is corrupt: {reason} (delete it to get a new node id)")]
     NodeIdCorrupt { path: PathBuf, reason: &'static str },
     #[error("cannot open the log in {path}: {source}")]
