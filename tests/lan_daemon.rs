@@ -222,12 +222,26 @@ fn late_joining_daemon_replays_from_earliest_then_continues_live() {
     s.daemons
         .push(DaemonProc::start(Some(&s.lan), 3, "h3", &nc, &dir));
     let mut sub = subscribe_all(&s.daemons[2]);
+    let mut latest = s.daemons[2].client();
+    latest
+        .subscribe("md.*", StartFrom::Latest, None, ConsumeMode::Broadcast)
+        .expect("subscribe latest");
     // Give the late joiner a heartbeat to learn the topic, then go on live.
     std::thread::sleep(Duration::from_millis(300));
     publish_range(&mut p, "md.late", RECORDS, RECORDS + 1_000);
     let got = collect(&mut sub, RECORDS as usize + 1_000, Duration::from_secs(30));
     let source = node_id_of(&s.daemons[0]);
     assert_complete(&got, "md.late", source, 0, RECORDS + 1_000, "h3");
+    // `latest` means new records only, not the history the daemon replayed.
+    let got = collect(&mut latest, 1_000, Duration::from_secs(10));
+    assert_complete(
+        &got,
+        "md.late",
+        source,
+        RECORDS,
+        RECORDS + 1_000,
+        "h3 latest",
+    );
 }
 
 #[test]

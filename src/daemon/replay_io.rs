@@ -119,6 +119,7 @@ impl Daemon {
         next: Offset,
     ) {
         self.route(topic);
+        self.subs.note_topic(topic, source, next);
         let ours = match self.log.log(topic, source) {
             Ok(log) => log.next_offset(),
             Err(_) => return,

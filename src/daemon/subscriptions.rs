@@ -38,6 +38,9 @@ pub(super) struct Subscriptions {
     committed: HashMap<(String, String, NodeId), Offset>,
     /// Where `committed` is kept across restarts (`data-dir/commits.json`).
     commits_path: Option<PathBuf>,
+    /// Next offsets sources advertised: where `latest` starts for a log this
+    /// daemon is still filling by replay.
+    advertised: HashMap<(Arc<str>, NodeId), Offset>,
 }
 
 /// File name of the committed offsets in the data directory.
@@ -83,6 +86,7 @@ impl Subscriptions {
             subs: Vec::new(),
             committed,
             commits_path: Some(path),
+            advertised: HashMap::new(),
         }
     }
 
@@ -157,6 +161,18 @@ impl Subscriptions {
                 "cannot store committed offsets path={} error={e}",
                 path.display()
             );
+        }
+    }
+
+    /// A source advertised a topic whose next offset is `next`: `latest`
+    /// subscriptions that do not know this log yet start there, so that the
+    /// history a late-joining daemon replays is not taken for new records.
+    pub fn note_topic(&mut self, topic: &Arc<str>, source: NodeId, next: Offset) {
+        self.advertised.insert((topic.clone(), source), next);
+        for sub in self.subs.iter_mut() {
+            if sub.from == StartFrom::Latest && sub.pattern.matches(topic) {
+                sub.cursors.entry((topic.clone(), source)).or_insert(next);
+            }
         }
     }
 
@@ -332,8 +348,16 @@ impl Subscriptions {
         };
         match sub.from {
             StartFrom::Earliest => earliest,
-            // A log that appears after the subscription started is all new.
-            StartFrom::Latest => first_live.unwrap_or(next).min(next),
+            // A log that appears after the subscription started is all new,
+            // except history a replay is filling in.
+            StartFrom::Latest => {
+                let advertised = self
+                    .advertised
+                    .get(&(Arc::from(topic), source))
+                    .copied()
+                    .unwrap_or(Offset(0));
+                first_live.unwrap_or(next).min(next).max(advertised)
+            }
             StartFrom::Offset(o) => o,
             StartFrom::Committed => sub
                 .group
