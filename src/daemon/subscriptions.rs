@@ -41,6 +41,10 @@ pub(super) struct Subscriptions {
     /// Next offsets sources advertised: where `latest` starts for a log this
     /// daemon is still filling by replay.
     advertised: HashMap<(Arc<str>, NodeId), Offset>,
+    /// Per log, the offset below which every node had deleted the records
+    /// when we asked (a replay answered "below retention"): holes under it
+    /// are reported as retention gaps rather than "unavailable".
+    retained_from: HashMap<(Arc<str>, NodeId), Offset>,
 }
 
 /// File name of the committed offsets in the data directory.
@@ -87,6 +91,7 @@ impl Subscriptions {
             committed,
             commits_path: Some(path),
             advertised: HashMap::new(),
+            retained_from: HashMap::new(),
         }
     }
 
@@ -176,6 +181,15 @@ impl Subscriptions {
         }
     }
 
+    /// A replay found `source`'s log of `topic` starting at `earliest`.
+    pub fn note_retention(&mut self, topic: &Arc<str>, source: NodeId, earliest: Offset) {
+        let slot = self
+            .retained_from
+            .entry((topic.clone(), source))
+            .or_insert(earliest);
+        *slot = (*slot).max(earliest);
+    }
+
     /// Whether some subscription may have records to read from the log.
     pub fn is_lagging(&self) -> bool {
         self.subs.iter().any(|s| s.lagging)
@@ -263,6 +277,11 @@ impl Subscriptions {
                 match topic_log.read(*cursor, CATCH_UP_BYTES) {
                     Ok(batch) => {
                         if let Some(hole) = &batch.hole {
+                            let retained = self.retained_from.get(&key).copied();
+                            let reason = match retained {
+                                Some(from) if hole.end <= from => GapReason::Retention,
+                                _ => GapReason::Unavailable,
+                            };
                             ipc.send(
                                 sub.conn,
                                 &Response::Gap(GapNotice {
@@ -271,7 +290,7 @@ impl Subscriptions {
                                     source: *source,
                                     from: hole.start,
                                     to: hole.end,
-                                    reason: GapReason::Unavailable,
+                                    reason,
                                 }),
                             );
                         }
