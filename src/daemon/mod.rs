@@ -16,6 +16,7 @@ pub mod clock;
 mod error;
 mod event_loop;
 pub mod ipc;
+pub mod keyfile;
 pub mod node_id;
 mod publish;
 mod replay_io;
