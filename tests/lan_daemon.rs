@@ -438,3 +438,45 @@ fn publishing_faster_than_the_flow_window_holds_records_back_and_loses_none() {
     );
     drop(daemons);
 }
+
+#[test]
+fn an_authenticated_group_delivers_to_key_holders_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(lan) = Lan::new_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = |name: &str, byte: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, byte.repeat(32)).expect("write key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    };
+    let good = key("good.key", "ab");
+    let wrong = key("wrong.key", "cd");
+    let daemons: Vec<DaemonProc> = (1..=3)
+        .map(|i| {
+            let k = if i == 3 { &wrong } else { &good };
+            let extra = format!("{FAST}key-file = \"{}\"\n", k.display());
+            let nc = lan_netconf(&lan, i, Kind::Multicast, &extra);
+            DaemonProc::start(Some(&lan), i, &format!("h{i}"), &nc, dir.path())
+        })
+        .collect();
+    let mut member = subscribe_all(&daemons[1]);
+    let mut outsider = subscribe_all(&daemons[2]);
+    let mut p = daemons[0].client();
+    publish_range(&mut p, "secret", 0, 2_000);
+    let got = collect(&mut member, 2_000, Duration::from_secs(20));
+    assert_complete(&got, "secret", node_id_of(&daemons[0]), 0, 2_000, "h2");
+    assert!(collect(&mut outsider, 1, Duration::from_millis(500)).is_empty());
+    let stats: serde_json::Value =
+        serde_json::from_str(&daemons[2].client().stats_json().expect("stats")).expect("json");
+    assert!(
+        stats["daemon"]["datagrams_unauthenticated"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{stats}"
+    );
+    drop(daemons);
+}

@@ -56,6 +56,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("group {group}: {source}")]
+    KeyFile {
+        group: String,
+        #[source]
+        source: super::keyfile::KeyFileError,
+    },
     #[error("event loop failed: {0}")]
     Poll(#[source] io::Error),
 }

@@ -35,6 +35,7 @@ use mio::{Poll, Token};
 use crate::log::{LogConfig, LogDir};
 use crate::netconf::{self, GroupConf, NetConf};
 use crate::proto::{self, GroupConfig, GroupId, Node};
+use crate::wire::auth::GroupKeys;
 use crate::wire::NodeId;
 
 pub use error::Error;
@@ -149,6 +150,17 @@ impl Daemon {
         for (k, g) in netconf.groups.iter().enumerate() {
             let id = GroupId(u32::try_from(k).unwrap_or(u32::MAX));
             let (bind, dests) = group_endpoints(g, netconf.node.listen, &local_ips);
+            let keys = match &g.key_file {
+                Some(current) => Some(
+                    GroupKeys::load(current, g.previous_key_file.as_deref()).map_err(|source| {
+                        Error::KeyFile {
+                            group: g.name.clone(),
+                            source,
+                        }
+                    })?,
+                ),
+                None => None,
+            };
             let mut opened = sockets::open_group(bind, buffer_sizes(g))?;
             poll.registry()
                 .register(
@@ -170,6 +182,7 @@ impl Daemon {
                 name: g.name.clone(),
                 socket: opened.socket,
                 dests,
+                keys,
             });
         }
 
