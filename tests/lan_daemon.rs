@@ -480,3 +480,82 @@ fn an_authenticated_group_delivers_to_key_holders_only() {
     );
     drop(daemons);
 }
+
+fn daemon_stat(d: &DaemonProc, room: &str, name: &str) -> u64 {
+    let Ok(json) = d.client().stats_json() else {
+        return 0;
+    };
+    let stats: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    stats[room][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_late_joiner_restarted_during_its_replay_resumes_without_loss_or_duplicates() {
+    let Some(mut s) = start(Kind::Multicast, 3, 2) else {
+        return;
+    };
+    let mut p = s.daemons[0].client();
+    publish_range(&mut p, "md.resume", 0, RECORDS);
+    let dir = s._dir.path().to_path_buf();
+    let nc = lan_netconf(&s.lan, 3, Kind::Multicast, FAST);
+    s.daemons
+        .push(DaemonProc::start(Some(&s.lan), 3, "h3", &nc, &dir));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon_stat(&s.daemons[2], "daemon", "records_replayed") == 0 && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.daemons[2].kill9();
+    s.daemons[2].restart(Some(&s.lan));
+    let mut sub = subscribe_all(&s.daemons[2]);
+    let got = collect(&mut sub, RECORDS as usize, Duration::from_secs(30));
+    assert_complete(
+        &got,
+        "md.resume",
+        node_id_of(&s.daemons[0]),
+        0,
+        RECORDS,
+        "h3",
+    );
+}
+
+#[test]
+fn a_replay_whose_source_dies_is_finished_by_another_node_that_holds_the_log() {
+    let Some(mut s) = start(Kind::Multicast, 3, 2) else {
+        return;
+    };
+    let source = node_id_of(&s.daemons[0]);
+    // Large records, so that the replay takes long enough to be cut.
+    let n = 20_000u64;
+    let pad = vec![b'p'; 4_000];
+    {
+        let mut p = s.daemons[0].client();
+        for _ in 0..n {
+            p.publish_oneway("md.orphan", None, &pad).expect("publish");
+        }
+        p.flush().expect("flush");
+        p.ping().expect("ping");
+    }
+    // h2 holds the whole log before the source goes away.
+    let mut h2 = subscribe_all(&s.daemons[1]);
+    let got = collect(&mut h2, n as usize, Duration::from_secs(30));
+    assert_eq!(got.len() as u64, n, "h2 did not get the whole stream");
+    let dir = s._dir.path().to_path_buf();
+    let nc = lan_netconf(&s.lan, 3, Kind::Multicast, FAST);
+    s.daemons
+        .push(DaemonProc::start(Some(&s.lan), 3, "h3", &nc, &dir));
+    let mut sub = subscribe_all(&s.daemons[2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon_stat(&s.daemons[2], "daemon", "records_replayed") == 0 && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    s.daemons[0].kill9();
+    let got = collect(&mut sub, n as usize, Duration::from_secs(40));
+    let offsets: Vec<u64> = got
+        .iter()
+        .filter(|d| d.source == source)
+        .map(|d| d.offset.0)
+        .collect();
+    assert_eq!(offsets, (0..n).collect::<Vec<_>>(), "h3");
+}
