@@ -198,7 +198,7 @@ fn sync_publish_returns_consecutive_offsets_once_every_receiver_acknowledged() {
                 "orders",
                 Some(b"k"),
                 format!("v{k}").as_bytes(),
-                Duration::from_secs(5),
+                Duration::from_secs(20),
             )
             .expect("sync publish");
         assert_eq!(offset, Offset(k));
@@ -259,7 +259,7 @@ fn killed_publisher_restarts_with_continuous_offsets_and_nothing_acknowledged_lo
                     "ledger",
                     None,
                     format!("v{k}").as_bytes(),
-                    Duration::from_secs(5),
+                    Duration::from_secs(20),
                 )
                 .expect("sync publish");
             acked.push(o);
@@ -274,7 +274,7 @@ fn killed_publisher_restarts_with_continuous_offsets_and_nothing_acknowledged_lo
                 "ledger",
                 None,
                 format!("v{k}").as_bytes(),
-                Duration::from_secs(5),
+                Duration::from_secs(20),
             )
             .expect("sync publish after restart");
         acked.push(o);
