@@ -274,6 +274,32 @@ fn publish_is_acknowledged_only_when_every_live_receiver_has_it() {
     assert!(events(&mut a).contains(&Event::Acked { group: G, ticket }));
 }
 
+/// Answers every replay request `a` heard from an in-memory log of encoded
+/// records (index = offset), as the daemon does from its log.
+fn serve_replays(a: &mut Node, log: &[Vec<u8>], now: Instant) {
+    for e in events(a) {
+        if let Event::ReplayRead(serve) = e {
+            let mut bytes = Vec::new();
+            let mut next = serve.from.0;
+            while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
+                bytes.extend_from_slice(&log[next as usize]);
+                next += 1;
+            }
+            let status = if next >= log.len() as u64 {
+                ReplayStatus::ReachedEnd
+            } else {
+                ReplayStatus::ChunkDone
+            };
+            a.supply_replay_chunk(
+                now,
+                &serve,
+                &bytes,
+                castlog::proto::replay_end(status, Offset(next), Offset(0)),
+            );
+        }
+    }
+}
+
 #[test]
 fn replay_streams_a_log_range_in_chunks_in_offset_order() {
     let t0 = Instant::now();
@@ -306,27 +332,7 @@ fn replay_streams_a_log_range_in_chunks_in_offset_order() {
         for (_, f) in drain(&mut b, now) {
             a.handle_datagram(now, addr(2), None, &f);
         }
-        for e in events(&mut a) {
-            if let Event::ReplayRead(serve) = e {
-                let mut bytes = Vec::new();
-                let mut next = serve.from.0;
-                while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
-                    bytes.extend_from_slice(&log[next as usize]);
-                    next += 1;
-                }
-                let status = if next >= log.len() as u64 {
-                    ReplayStatus::ReachedEnd
-                } else {
-                    ReplayStatus::ChunkDone
-                };
-                a.supply_replay_chunk(
-                    now,
-                    &serve,
-                    &bytes,
-                    castlog::proto::replay_end(status, Offset(next), Offset(0)),
-                );
-            }
-        }
+        serve_replays(&mut a, &log, now);
         for (i, (_, f)) in drain(&mut a, now).into_iter().enumerate() {
             // Lose one datagram of the first chunk: the client re-asks.
             if _round == 0 && i == 3 {
@@ -432,27 +438,7 @@ fn replay_carries_records_larger_than_a_datagram_in_pieces_despite_loss() {
         for (_, f) in drain(&mut b, now) {
             a.handle_datagram(now, addr(2), None, &f);
         }
-        for e in events(&mut a) {
-            if let Event::ReplayRead(serve) = e {
-                let mut bytes = Vec::new();
-                let mut next = serve.from.0;
-                while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
-                    bytes.extend_from_slice(&log[next as usize]);
-                    next += 1;
-                }
-                let status = if next >= log.len() as u64 {
-                    ReplayStatus::ReachedEnd
-                } else {
-                    ReplayStatus::ChunkDone
-                };
-                a.supply_replay_chunk(
-                    now,
-                    &serve,
-                    &bytes,
-                    castlog::proto::replay_end(status, Offset(next), Offset(0)),
-                );
-            }
-        }
+        serve_replays(&mut a, &log, now);
         for (_, f) in drain(&mut a, now) {
             k += 1;
             // Lose every 37th datagram: pieces of the large records too.
@@ -495,4 +481,66 @@ fn replay_carries_records_larger_than_a_datagram_in_pieces_despite_loss() {
             "record {o} intact"
         );
     }
+}
+
+#[test]
+fn frames_of_a_replaced_session_are_dropped_not_taken_for_a_new_one() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let (_a, mut b, frames) = setup(&cfg, 2, t0);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[0]);
+    // The source restarts: same node id, new session.
+    let mut a2 = Node::new(NodeId(1), "n1", 99);
+    a2.add_group(t0, G, cfg.clone());
+    a2.handle_timeout(t0);
+    for (_, f) in drain(&mut a2, t0) {
+        b.handle_datagram(t0, addr(1), Some(G), &f);
+    }
+    events(&mut b);
+    // A late (or captured and replayed) frame of the old session.
+    b.handle_datagram(t0, addr(1), Some(G), &frames[1]);
+    let ev = events(&mut b);
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, Event::SourceUp { .. } | Event::Deliver { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(b.stats().datagrams_stale_session, 1);
+}
+
+#[test]
+fn a_full_receive_buffer_still_takes_the_repair_it_waits_for() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig {
+        receive_window_bytes: 600,
+        ..GroupConfig::default()
+    };
+    let (mut a, mut b, frames) = setup(&cfg, 12, t0);
+    // seq 0 lost; 1.. fill the buffer until it refuses new data.
+    for f in &frames[1..] {
+        b.handle_datagram(t0, addr(1), Some(G), f);
+    }
+    assert!(b.stats().out_of_window_dropped > 0, "the buffer filled up");
+    let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
+    b.handle_timeout(t1);
+    for (_, f) in drain(&mut b, t1)
+        .into_iter()
+        .filter(|(_, f)| kind(f) == "Nak")
+    {
+        a.handle_datagram(t1, addr(2), None, &f);
+    }
+    for (_, f) in drain(&mut a, t1)
+        .into_iter()
+        .filter(|(_, f)| kind(f).starts_with("DATA"))
+    {
+        b.handle_datagram(t1, addr(1), Some(G), &f);
+    }
+    let delivered = events(&mut b)
+        .iter()
+        .filter(|e| matches!(e, Event::Deliver { .. }))
+        .count();
+    assert!(
+        delivered >= 2,
+        "the head repair was taken and the buffer drained ({delivered} delivered)"
+    );
 }

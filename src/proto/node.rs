@@ -16,9 +16,12 @@ use super::{
     Dest, Event, GroupConfig, GroupId, PublishError, ReplayId, Rng, Stats, Ticket, Transmit,
 };
 use crate::wire::{
-    AnnounceKind, AnnounceRepr, Body, Flags, FrameRepr, FrameType, HeaderRepr, NodeId, Offset, Seq,
-    SessionId,
+    AnnounceKind, AnnounceRepr, Body, Flags, Frame, FrameRepr, FrameType, HeaderRepr, NodeId,
+    Offset, Seq, SessionId,
 };
+
+/// Replaced sessions remembered (to drop their stray or replayed frames).
+const MAX_RETIRED_SESSIONS: usize = 1024;
 
 /// What components hand back to the node: frames to send, events, counters.
 pub(crate) struct Outputs {
@@ -51,6 +54,9 @@ pub struct Node {
     /// Current session per (group, source), to recognise restarts.
     current: HashMap<(GroupId, NodeId), SessionId>,
     replay: ReplayClient,
+    /// Sessions that a newer session of the same source replaced: their
+    /// late or replayed frames are dropped, never taken for a new session.
+    retired: VecDeque<(NodeId, SessionId)>,
     out: Outputs,
 }
 
@@ -64,6 +70,7 @@ impl Node {
             receivers: BTreeMap::new(),
             current: HashMap::new(),
             replay: ReplayClient::new(),
+            retired: VecDeque::new(),
             out: Outputs {
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
@@ -186,6 +193,12 @@ impl Node {
         bytes: &[u8],
     ) {
         self.out.stats.datagrams_received += 1;
+        // Our own multicast, looped back so that daemons can share a host:
+        // dropped before the CRC is computed.
+        if Frame::new_unchecked(bytes).node() == self.id {
+            self.out.stats.datagrams_own_dropped += 1;
+            return;
+        }
         let frame = match FrameRepr::parse(bytes) {
             Ok(f) => f,
             Err(e) => {
@@ -327,6 +340,10 @@ impl Node {
     ) -> Option<(NodeId, SessionId)> {
         let key = (h.node, h.session);
         if !self.receivers.contains_key(&key) {
+            if self.retired.contains(&key) {
+                self.out.stats.datagrams_stale_session += 1;
+                return None;
+            }
             let group = group?;
             let cfg = self.groups.get(&group)?.cfg.clone();
             // Join rule: a young session is taken from its start (we were
@@ -341,6 +358,10 @@ impl Node {
             if let Some(old) = replaced {
                 self.receivers.remove(&(h.node, old));
                 self.out.stats.sessions_replaced += 1;
+                if self.retired.len() >= MAX_RETIRED_SESSIONS {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back((h.node, old));
             }
             self.out.stats.sources_up += 1;
             self.out.events.push_back(Event::SourceUp {
