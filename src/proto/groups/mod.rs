@@ -939,3 +939,6 @@ impl ConsumerGroups {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;
