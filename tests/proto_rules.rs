@@ -362,3 +362,35 @@ fn replay_streams_a_log_range_in_chunks_in_offset_order() {
     );
     assert_eq!(got, (10..5000).collect::<Vec<_>>());
 }
+
+#[test]
+fn data_is_paced_by_the_rate_limit() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig {
+        rate_limit_bytes_per_sec: 1_000_000,
+        ..GroupConfig::default()
+    };
+    let mut a = node(1, &cfg, t0);
+    drain(&mut a, t0);
+    for o in 0..100u64 {
+        a.publish(t0, G, "t", Offset(o), 0, b"", &[1u8; 1000])
+            .unwrap();
+    }
+    a.flush(t0);
+    // 100 KB at 1 MB/s: about 10 ms of burst now, the rest over ~90 ms.
+    let now_count = data_seqs(&drain(&mut a, t0)).len();
+    assert!(now_count < 30, "{now_count} datagrams went out at once");
+    let mut total = now_count;
+    let mut t = t0;
+    while total < 100 {
+        t = a.poll_timeout().unwrap().max(t);
+        a.handle_timeout(t);
+        total += data_seqs(&drain(&mut a, t)).len();
+        assert!(t < t0 + Duration::from_secs(1), "pacing stalled");
+    }
+    let took = t - t0;
+    assert!(
+        took >= Duration::from_millis(70) && took <= Duration::from_millis(130),
+        "100 KB took {took:?} at 1 MB/s"
+    );
+}

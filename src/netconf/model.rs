@@ -411,3 +411,13 @@ mod tests {
         assert!(!is_valid_node_name(".."));
     }
 }
+
+impl std::str::FromStr for TopicPattern {
+    type Err = String;
+
+    /// Parses `name`, `prefix.*` or `*` (the syntax of topic rules, also used
+    /// by subscriptions).
+    fn from_str(s: &str) -> Result<Self, String> {
+        super::values::pattern(s)
+    }
+}

@@ -50,6 +50,9 @@ pub struct GroupConfig {
     pub repair_linger: Duration,
     /// Repair bandwidth cap in bytes per second, 0 = unlimited. Default: 0.
     pub repair_rate_bytes_per_sec: u64,
+    /// Pacing of new data in bytes per second (a token bucket with about
+    /// 10ms of burst), 0 = unlimited. Default: 0.
+    pub rate_limit_bytes_per_sec: u64,
     /// Bytes of sent datagrams kept for repair. Default: 64 MiB.
     pub retransmit_window_bytes: usize,
     /// Bytes a source may have outstanding beyond the slowest live
@@ -85,6 +88,7 @@ impl Default for GroupConfig {
             nak_max_retries: 8,
             repair_linger: Duration::from_millis(10),
             repair_rate_bytes_per_sec: 0,
+            rate_limit_bytes_per_sec: 0,
             retransmit_window_bytes: 64 << 20,
             flow_window_bytes: 8 << 20,
             receive_window_bytes: 16 << 20,

@@ -143,6 +143,13 @@ impl Node {
             .map_or(0, |g| g.sender.live_receivers())
     }
 
+    /// Live receivers of `group` that have not acknowledged `ticket` yet.
+    pub fn receivers_behind(&self, group: GroupId, ticket: Ticket) -> Vec<NodeId> {
+        self.groups
+            .get(&group)
+            .map_or_else(Vec::new, |g| g.sender.receivers_behind(ticket))
+    }
+
     /// Queues a record (whose offset the caller's log assigned) for sending.
     /// Small records are batched until the datagram is full or [`flush`] is
     /// called; large ones are fragmented.

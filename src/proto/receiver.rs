@@ -20,8 +20,8 @@ use super::ranges::{coalesce, expand};
 use super::sender::emit;
 use super::{Dest, Event, GroupConfig, GroupId};
 use crate::wire::{
-    Body, DataPayload, Flags, FrameRepr, FrameType, HeaderRepr, HeartbeatRepr, NakRepr, NodeId,
-    Offset, RecordRepr, Seq, SeqRange, SessionId, StatusRepr, TopicId,
+    Body, DataPayload, Flags, Frame, FrameRepr, FrameType, HeaderRepr, HeartbeatRepr, NakRepr,
+    NodeId, Offset, RecordRepr, Seq, SeqRange, SessionId, StatusRepr, TopicId,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -339,11 +339,11 @@ impl Receiver {
     /// Returns false (and delivers nothing) when the frame names a topic id
     /// we cannot name yet.
     fn deliver_frame(&mut self, out: &mut Outputs, frame: &Bytes) -> bool {
-        let Ok(parsed) = FrameRepr::parse(frame) else {
+        // The CRC was checked on arrival; only the body is parsed again.
+        let view = Frame::new_unchecked(&frame[..]);
+        let Ok(Body::Data(data)) = Body::parse(view.frame_type(), view.flags(), view.payload())
+        else {
             return true; // invariant: validated on arrival; skip if not
-        };
-        let Body::Data(data) = parsed.body else {
-            return true;
         };
         match data.payload {
             DataPayload::Records { .. } => {

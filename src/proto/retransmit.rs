@@ -30,6 +30,7 @@ impl RetransmitWindow {
     }
 
     /// One past the highest seq held.
+    #[cfg(test)]
     pub fn end(&self) -> Seq {
         Seq(self.base.0 + self.frames.len() as u64)
     }

@@ -65,6 +65,13 @@ pub struct Sender {
     repair_tokens_at: Instant,
     repair_at: Option<Instant>,
     liveness_check_at: Instant,
+    /// Sealed frames waiting for the data rate limit.
+    paced: VecDeque<Bytes>,
+    /// One past the highest seq actually handed out to send.
+    sent_next: Seq,
+    rate_tokens: f64,
+    rate_at: Instant,
+    pace_at: Option<Instant>,
 }
 
 impl Sender {
@@ -103,12 +110,33 @@ impl Sender {
             repair_tokens_at: now,
             repair_at: None,
             liveness_check_at: now + cfg.liveness_timeout,
+            paced: VecDeque::new(),
+            sent_next: Seq(0),
+            rate_tokens: 0.0,
+            rate_at: now,
+            pace_at: None,
             cfg,
         }
     }
 
     pub fn session(&self) -> SessionId {
         self.session
+    }
+
+    /// Live receivers that have not yet acknowledged `ticket` (for a sync
+    /// publish that timed out, to name who held it up).
+    pub fn receivers_behind(&self, ticket: Ticket) -> Vec<NodeId> {
+        let seq = self
+            .tickets
+            .iter()
+            .find(|(_, t)| *t >= ticket)
+            .map(|(s, _)| *s)
+            .unwrap_or(self.next_seq);
+        self.receivers
+            .iter()
+            .filter(|(_, r)| r.next_expected <= seq)
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     pub fn live_receivers(&self) -> usize {
@@ -298,15 +326,47 @@ impl Sender {
         self.next_seq = self.next_seq.next();
         self.unacked_bytes += frame.len();
         self.window.push(frame.clone());
-        out.queue(Dest::Group(self.group), frame);
-        out.stats.data_frames_sent += 1;
-        // Heartbeats come fast right after data so tail loss shows up soon.
-        self.heartbeat_interval = self.cfg.heartbeat_interval_min;
-        self.heartbeat_at = now + self.heartbeat_interval;
+        self.paced.push_back(frame);
+        self.release(now, out);
         if self.receivers.is_empty() {
             self.advance_floor(out, self.next_seq);
         }
         self.trim_window(out);
+    }
+
+    /// Hands sealed frames to the network as the data rate limit allows.
+    fn release(&mut self, now: Instant, out: &mut Outputs) {
+        let rate = self.cfg.rate_limit_bytes_per_sec as f64;
+        self.pace_at = None;
+        if rate > 0.0 {
+            let dt = now.saturating_duration_since(self.rate_at).as_secs_f64();
+            let burst = (rate / 100.0).max((self.cfg.mtu * 4) as f64);
+            self.rate_tokens = (self.rate_tokens + dt * rate).min(burst);
+            self.rate_at = now;
+        }
+        let mut sent_any = false;
+        while let Some(frame) = self.paced.front() {
+            if rate > 0.0 {
+                if self.rate_tokens < 0.0 {
+                    let wait = -self.rate_tokens / rate;
+                    self.pace_at = Some(now + Duration::from_secs_f64(wait));
+                    break;
+                }
+                self.rate_tokens -= frame.len() as f64;
+            }
+            let Some(frame) = self.paced.pop_front() else {
+                break;
+            };
+            out.queue(Dest::Group(self.group), frame);
+            out.stats.data_frames_sent += 1;
+            self.sent_next = self.sent_next.next();
+            sent_any = true;
+        }
+        if sent_any {
+            // Heartbeats come fast right after data so tail loss shows up soon.
+            self.heartbeat_interval = self.cfg.heartbeat_interval_min;
+            self.heartbeat_at = now + self.heartbeat_interval;
+        }
     }
 
     /// Drops frames past the byte budget that every live receiver has (or
@@ -419,7 +479,7 @@ impl Sender {
             Dest::Peer(from)
         };
         let base = self.window.base();
-        let end = self.window.end();
+        let end = self.sent_next;
         let mut refused = Vec::new();
         let mut confirmed = Vec::new();
         let limit = (self.cfg.retransmit_window_bytes / 64).max(1024) as u64;
@@ -523,6 +583,9 @@ impl Sender {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Outputs) {
+        if self.pace_at.is_some_and(|t| t <= now) {
+            self.release(now, out);
+        }
         if self.repair_at.is_some_and(|t| t <= now) {
             self.send_repairs(now, out);
         }
@@ -576,7 +639,7 @@ impl Sender {
         let repr = FrameRepr {
             header: self.header(FrameType::Heartbeat, Flags::default()),
             body: Body::Heartbeat(HeartbeatRepr {
-                next_seq: self.next_seq,
+                next_seq: self.sent_next,
                 lowest_repairable: self.window.base(),
                 interval_ms: u32::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
                 topics,
@@ -594,6 +657,9 @@ impl Sender {
         let mut t = self.heartbeat_at.min(self.liveness_check_at);
         if let Some(r) = self.repair_at {
             t = t.min(r);
+        }
+        if let Some(p) = self.pace_at {
+            t = t.min(p);
         }
         t
     }

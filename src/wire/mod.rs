@@ -35,6 +35,7 @@ pub mod frame;
 pub mod header;
 pub mod heartbeat;
 mod ids;
+pub mod ipc;
 pub mod member;
 pub mod nak;
 pub mod ncf;

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# benches/e2e.sh: the end-to-end benchmark between two network-namespace
+# hosts on a bridge. For each group kind (multicast, broadcast, unicast),
+# loss (0% and 5% at the receiver, by nftables) and record size (64 B,
+# 256 B, 1 KiB) it runs `castlog bench` raw (plain UDP, best kernel method)
+# and through two castlogd daemons, and prints one table with castlog as a
+# ratio of the raw figure of the same run.
+#
+#   sudo benches/e2e.sh                 # the full table
+#   SIZES="1024" KINDS="multicast" LOSSES="0" benches/e2e.sh
+#   RECORDS_64=2000000 RECORDS_1024=300000 benches/e2e.sh
+#
+# Needs root, iproute2 and nftables (installed by .ci/run). Everything it
+# creates is removed on exit, even on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KINDS=${KINDS:-"multicast broadcast unicast"}
+LOSSES=${LOSSES:-"0 5"}
+SIZES=${SIZES:-"64 256 1024"}
+NET=10.231.7
+NAME=ce$$
+BR=$NAME-br
+WORK=$(mktemp -d /tmp/castlog-e2e.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  sleep 0.2
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  for i in 1 2; do ip netns del "$NAME-$i" 2>/dev/null || true; done
+  ip link del "$BR" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet --bin castlog --bin castlogd
+BIN=$PWD/target/release
+
+ip link add "$BR" type bridge
+echo 0 > "/sys/class/net/$BR/bridge/multicast_snooping" 2>/dev/null || true
+ip link set "$BR" up
+for i in 1 2; do
+  h=$NAME-$i
+  ip netns add "$h"
+  ip link add "$h-p" type veth peer name "$h-e"
+  ip link set "$h-p" master "$BR" up
+  ip link set "$h-e" netns "$h"
+  ip -n "$h" link set "$h-e" name eth0
+  ip -n "$h" addr add "$NET.$i/24" brd + dev eth0
+  ip -n "$h" link set eth0 up
+  ip -n "$h" link set lo up
+  ip -n "$h" route add 224.0.0.0/4 dev eth0
+  ip netns exec "$h" sysctl -qw net.core.rmem_max=67108864 net.core.wmem_max=67108864
+done
+
+on() { local i=$1; shift; ip netns exec "$NAME-$i" "$@"; }
+
+set_loss() {
+  on 2 nft delete table inet e2eloss 2>/dev/null || true
+  if [ "$1" != 0 ]; then
+    on 2 nft add table inet e2eloss
+    on 2 nft add chain inet e2eloss in '{ type filter hook prerouting priority -300; }'
+    on 2 nft add rule inet e2eloss in meta l4proto udp numgen random mod 100 lt "$1" drop
+  fi
+}
+
+netconf() { # kind host
+  local kind=$1 i=$2
+  cat <<TOML
+[node]
+name = "h$i"
+listen = "$NET.$i:7500"
+data-dir = "$WORK/h$i-$kind"
+socket = "$WORK/h$i.sock"
+fsync = "interval"
+
+TOML
+  case $kind in
+    multicast) printf '[group.g]\nkind = "multicast"\naddress = "239.255.231.7:7400"\ninterface = "%s"\nttl = 1\n' "$NET.$i" ;;
+    broadcast) printf '[group.g]\nkind = "broadcast"\naddress = "%s.255:7401"\n' "$NET" ;;
+    unicast)   printf '[group.g]\nkind = "unicast"\nport = 7402\npeers = ["%s.1:7402", "%s.2:7402"]\n' "$NET" "$NET" ;;
+  esac
+  printf '\n[[topic]]\npattern = "*"\ngroup = "g"\n'
+}
+
+raw_peer() {
+  case $1 in
+    multicast) echo "239.255.231.8:7600" ;;
+    broadcast) echo "$NET.255:7600" ;;
+    unicast)   echo "$NET.2:7600" ;;
+  esac
+}
+
+records_for() { local v="RECORDS_$1"; echo "${!v:-$(( $1 <= 64 ? 2000000 : ($1 <= 256 ? 1000000 : 400000) ))}"; }
+
+field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read()).get('$1',''))"; }
+
+printf '%-10s %-5s %-6s %14s %14s %12s %12s %8s %9s\n' kind loss size raw_rec/s castlog_rec/s raw_MB/s castlog_MB/s ratio complete
+for kind in $KINDS; do
+  for loss in $LOSSES; do
+    set_loss "$loss"
+    for size in $SIZES; do
+      n=$(records_for "$size")
+      # raw
+      group_args=""
+      [ "$kind" = multicast ] && group_args="--group 239.255.231.8 --interface $NET.2"
+      on 2 "$BIN/castlog" bench --raw --role subscriber --bind 0.0.0.0:7600 $group_args \
+        --size "$size" --count "$n" --idle-timeout 2 --json > "$WORK/raw.json" 2>/dev/null &
+      rp=$!; sleep 0.5
+      on 1 "$BIN/castlog" bench --raw --role publisher --peer "$(raw_peer "$kind")" --interface "$NET.1" --size "$size" --count "$n" --json > /dev/null
+      wait $rp || true
+      raw_rps=$(field records_per_sec < "$WORK/raw.json"); raw_mbs=$(field mb_per_sec < "$WORK/raw.json")
+      # castlog
+      for i in 1 2; do
+        netconf "$kind" "$i" > "$WORK/h$i.toml"
+        rm -rf "$WORK/h$i-$kind"
+        on "$i" "$BIN/castlogd" --netconf "$WORK/h$i.toml" 2> "$WORK/h$i.log" &
+        PIDS+=($!)
+      done
+      for i in 1 2; do for _ in $(seq 100); do [ -S "$WORK/h$i.sock" ] && break; sleep 0.05; done; done
+      sleep 0.5
+      on 2 "$BIN/castlog" --socket "$WORK/h2.sock" bench --role subscriber --size "$size" --count "$n" --idle-timeout 5 --json > "$WORK/cl.json" 2>/dev/null &
+      sp=$!; sleep 0.5
+      on 1 "$BIN/castlog" --socket "$WORK/h1.sock" bench --role publisher --size "$size" --count "$n" --json > /dev/null
+      wait $sp || true
+      cl_rps=$(field records_per_sec < "$WORK/cl.json"); cl_mbs=$(field mb_per_sec < "$WORK/cl.json"); complete=$(field complete < "$WORK/cl.json")
+      for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+      for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+      PIDS=()
+      ratio=$(python3 -c "r=float('${raw_mbs:-0}' or 0); c=float('${cl_mbs:-0}' or 0); print(f'{c/r:.2f}' if r else 'n/a')")
+      printf '%-10s %-5s %-6s %14.0f %14.0f %12.1f %12.1f %8s %9s\n' "$kind" "$loss%" "$size" "${raw_rps:-0}" "${cl_rps:-0}" "${raw_mbs:-0}" "${cl_mbs:-0}" "$ratio" "${complete:-?}"
+    done
+  done
+done
+set_loss 0

@@ -1,0 +1,135 @@
+//! Sequential replay of a large log from offset 0 (1 KiB and 64 B records)
+//! next to the raw read limit measured in the same run: the same segment
+//! files read back with `std::fs` in 1 MiB reads. Both run with a warm page
+//! cache (each is run twice, the best kept). Ratio = raw MB/s / replay MB/s;
+//! target <= 1.5. "raw+crc" adds crc32fast over the raw buffers: the floor
+//! for any read that verifies a CRC32 of every byte, as replay does.
+//!
+//! `cargo bench --bench log_read`; the log is 256 MiB unless
+//! `CASTLOG_BENCH_READ_GIB=1` (the 1 GiB figure).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use castlog::log::{Cursor, FsyncPolicy, LogConfig, LogDir, NewRecord, StartPosition};
+use castlog::wire::NodeId;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let gib: f64 = std::env::var("CASTLOG_BENCH_READ_GIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.25);
+    let total = (gib * (1u64 << 30) as f64) as u64;
+    println!(
+        "{:>6} {:>8} {:>8} {:>11} {:>11} {:>9} {:>10} {:>12} {:>11}",
+        "value",
+        "log MiB",
+        "budget",
+        "records/s",
+        "replay MB/s",
+        "raw MB/s",
+        "raw/replay",
+        "raw+crc MB/s",
+        "floor ratio"
+    );
+    // CASTLOG_BENCH_VALUE_LEN=<n> runs one record size (for profiling).
+    let sizes: Vec<usize> = match std::env::var("CASTLOG_BENCH_VALUE_LEN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(n) => vec![n],
+        None => vec![1024, 64],
+    };
+    for value_len in sizes {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            fsync: FsyncPolicy::Never,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let mut dir = LogDir::open(tmp.path(), config).expect("open");
+        let log = dir.log("bench", NodeId(1)).expect("log");
+        let value = vec![0xa5u8; value_len];
+        let batch: Vec<NewRecord<'_>> = (0..256)
+            .map(|_| NewRecord {
+                timestamp_ms: 1,
+                key: b"key",
+                value: &value,
+            })
+            .collect();
+        while log.size_bytes() < total {
+            log.append_batch(0, &batch).expect("append");
+        }
+        let records = log.next_offset().0;
+        let size = log.size_bytes();
+        let seg_dir = log.path().to_path_buf();
+        for budget in [256 << 10, 1 << 20] {
+            let mut best_replay: f64 = 0.0;
+            let mut best_raw: f64 = 0.0;
+            let mut best_raw_crc: f64 = 0.0;
+            for _ in 0..2 {
+                best_raw = best_raw.max(raw_read(&seg_dir, size, false));
+                best_raw_crc = best_raw_crc.max(raw_read(&seg_dir, size, true));
+                let log = dir.log("bench", NodeId(1)).expect("log");
+                let start = Instant::now();
+                let mut cursor = Cursor::new(log, StartPosition::Earliest);
+                let mut n = 0u64;
+                loop {
+                    let b = cursor.poll(log, budget).expect("read");
+                    if b.count == 0 {
+                        break;
+                    }
+                    n += b.count as u64;
+                }
+                assert_eq!(n, records);
+                best_replay = best_replay.max(size as f64 / start.elapsed().as_secs_f64() / 1e6);
+            }
+            println!(
+                "{:>6} {:>8.0} {:>8} {:>11.0} {:>11.1} {:>9.1} {:>10.2} {:>12.1} {:>11.2}",
+                value_len,
+                size as f64 / (1 << 20) as f64,
+                budget,
+                records as f64 * best_replay * 1e6 / size as f64,
+                best_replay,
+                best_raw,
+                best_raw / best_replay,
+                best_raw_crc,
+                best_raw / best_raw_crc
+            );
+        }
+    }
+}
+
+/// Reads every segment file in 1 MiB reads; returns MB/s. With `crc`, also
+/// runs crc32fast over every buffer: the floor for any CRC-verified read.
+fn raw_read(dir: &Path, expect: u64, crc: bool) -> f64 {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    let mut buf = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    let mut total = 0u64;
+    for f in files {
+        let mut file = std::fs::File::open(f).expect("open");
+        loop {
+            let n = file.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if crc {
+                std::hint::black_box(crc32fast::hash(&buf[..n]));
+            }
+        }
+    }
+    assert_eq!(total, expect);
+    total as f64 / start.elapsed().as_secs_f64() / 1e6
+}

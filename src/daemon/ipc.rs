@@ -1,0 +1,520 @@
+//! The daemon's side of the client IPC: a Unix stream listener and its
+//! connections, driven by the daemon's mio event loop.
+//!
+//! The event loop owns the `mio::Poll`; this server only registers its
+//! sockets on the loop's `Registry` and turns readiness into decoded
+//! [`Request`]s. It never blocks and never panics on client bytes: a
+//! malformed or oversized frame closes that one connection with a warning
+//! and a counter, and the loop sees `(conn, Request::Disconnected)`.
+//!
+//! Tokens: the listener has `listener_token`; connection `id` has
+//! `listener_token.0 + 1 + id`. Every token at or above `listener_token` is
+//! therefore reserved for this server: give the listener the highest token
+//! the loop uses.
+//!
+//! Reading drains each readable connection until `WouldBlock` (mio is
+//! edge-triggered), but at most [`READ_BUDGET_BYTES`] per event, so a fast
+//! publisher cannot starve the network sockets; when the budget runs out the
+//! connection is re-registered, which re-arms the edge and brings it back in
+//! the next poll. Output is buffered per connection and written by
+//! [`IpcServer::flush`] (or on the next writable event): one `write` carries
+//! many frames.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::wire::ipc::take_frame;
+pub use crate::wire::ipc::{DeliveryRef, Request, Response};
+
+/// A connection's index; stable while the connection lives, reused after.
+pub type ConnId = usize;
+
+/// Most bytes read from one connection per readiness event.
+pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes asked of the kernel per `read` call.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Counters of the IPC server (plain u64, noun_verb).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpcStats {
+    pub connections_accepted: u64,
+    pub connections_closed: u64,
+    pub frames_received: u64,
+    pub frames_malformed: u64,
+    pub frames_sent: u64,
+    pub frames_unencodable: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+}
+
+/// The client-facing Unix socket and its connections.
+#[derive(Debug)]
+pub struct IpcServer {
+    listener: UnixListener,
+    listener_token: Token,
+    path: PathBuf,
+    /// (device, inode) of the socket file we created, so Drop never removes
+    /// a socket that another daemon put at the same path later.
+    file_id: Option<(u64, u64)>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<ConnId>,
+    /// Connections with output queued since the last flush.
+    dirty: Vec<ConnId>,
+    /// Connections whose write failed: reported as Disconnected on the next
+    /// `handle_event` call.
+    broken: Vec<ConnId>,
+    /// One read buffer shared by all connections (see `read_all`).
+    scratch: Vec<u8>,
+    stats: IpcStats,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: UnixStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// Bytes of `wbuf` already written.
+    wpos: usize,
+    writable_registered: bool,
+    in_dirty: bool,
+    is_broken: bool,
+}
+
+impl IpcServer {
+    /// Creates the socket (removing a stale socket file only if nothing
+    /// answers on it; refusing to start if a live daemon owns it), mode 0600,
+    /// and registers the listener with `listener_token`.
+    pub fn bind(path: &Path, registry: &Registry, listener_token: Token) -> io::Result<IpcServer> {
+        remove_stale_socket(path)?;
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot create socket directory {}: {e}", parent.display()),
+                    )
+                })?;
+            }
+        }
+        let mut listener = UnixListener::bind(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind ipc socket {}: {e}", path.display()),
+            )
+        })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let file_id = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        registry.register(&mut listener, listener_token, Interest::READABLE)?;
+        ::log::info!("ipc socket listening path={}", path.display());
+        Ok(IpcServer {
+            listener,
+            listener_token,
+            path: path.to_path_buf(),
+            file_id,
+            conns: Vec::new(),
+            free: Vec::new(),
+            dirty: Vec::new(),
+            broken: Vec::new(),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            stats: IpcStats::default(),
+        })
+    }
+
+    /// Tokens for connections are `listener_token.0 + 1 + conn id`; this
+    /// says whether a token is ours (the listener's or any above it).
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.listener_token.0
+    }
+
+    /// Handles readiness for one of our tokens: accepts, reads until
+    /// WouldBlock (within the read budget), decodes whole frames into `out`,
+    /// writes pending output. A closed or broken connection yields
+    /// `(conn, Request::Disconnected)`, exactly once.
+    pub fn handle_event(
+        &mut self,
+        registry: &Registry,
+        event: &mio::event::Event,
+        out: &mut Vec<(ConnId, Request)>,
+    ) {
+        self.report_broken(registry, out);
+        let token = event.token();
+        if token == self.listener_token {
+            self.accept_all(registry);
+            return;
+        }
+        let Some(id) = self.conn_id(token) else {
+            return;
+        };
+        if event.is_writable() {
+            self.write_pending(registry, id);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_all(registry, id, out);
+        }
+        self.report_broken(registry, out);
+    }
+
+    /// Queues a response (buffered; flushed by `flush()` or on writable).
+    /// A response to a connection that is gone is dropped: the loop learns
+    /// of the disconnect from `handle_event`.
+    pub fn send(&mut self, conn: ConnId, response: &Response) {
+        self.queue(conn, |wbuf| response.emit_to_vec(wbuf));
+    }
+
+    /// Queues a record delivery encoded straight from borrowed slices (no
+    /// allocation per record).
+    pub fn send_record(&mut self, conn: ConnId, delivery: &DeliveryRef<'_>) {
+        self.queue(conn, |wbuf| delivery.emit_to_vec(wbuf));
+    }
+
+    /// Writes queued output of every connection until done or WouldBlock;
+    /// what is left goes out on the connection's next writable event.
+    pub fn flush(&mut self, registry: &Registry) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &id in &dirty {
+            if let Some(Some(conn)) = self.conns.get_mut(id) {
+                conn.in_dirty = false;
+            }
+            self.write_pending(registry, id);
+        }
+        // Keep the allocation for the next round.
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Bytes queued for a connection and not yet written: the daemon stops
+    /// feeding a subscriber past a limit (a slow subscriber then reads from
+    /// the log).
+    pub fn backlog(&self, conn: ConnId) -> usize {
+        match self.conns.get(conn) {
+            Some(Some(c)) => c.wbuf.len() - c.wpos,
+            _ => 0,
+        }
+    }
+
+    /// The socket file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Live connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    pub fn stats(&self) -> &IpcStats {
+        &self.stats
+    }
+
+    fn conn_id(&self, token: Token) -> Option<ConnId> {
+        let id = token.0.checked_sub(self.listener_token.0)?.checked_sub(1)?;
+        matches!(self.conns.get(id), Some(Some(_))).then_some(id)
+    }
+
+    fn token(&self, id: ConnId) -> Token {
+        Token(self.listener_token.0 + 1 + id)
+    }
+
+    fn accept_all(&mut self, registry: &Registry) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _addr)) => {
+                    let id = self.free.pop().unwrap_or(self.conns.len());
+                    let token = self.token(id);
+                    if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
+                        ::log::warn!("cannot register ipc connection error={e}");
+                        self.free.push(id);
+                        continue;
+                    }
+                    let conn = Conn {
+                        stream,
+                        rbuf: BytesMut::new(),
+                        wbuf: Vec::new(),
+                        wpos: 0,
+                        writable_registered: false,
+                        in_dirty: false,
+                        is_broken: false,
+                    };
+                    if id == self.conns.len() {
+                        self.conns.push(Some(conn));
+                    } else if let Some(slot) = self.conns.get_mut(id) {
+                        *slot = Some(conn);
+                    }
+                    self.stats.connections_accepted += 1;
+                    ::log::debug!("ipc connection accepted conn={id}");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays in the
+                    // backlog; the next readiness event retries.
+                    ::log::warn!("ipc accept failed error={e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_all(&mut self, registry: &Registry, id: ConnId, out: &mut Vec<(ConnId, Request)>) {
+        let token = self.token(id);
+        let Some(Some(conn)) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.is_broken {
+            return;
+        }
+        let mut budget = READ_BUDGET_BYTES;
+        let closed = loop {
+            if budget == 0 {
+                // Re-arm the edge so the rest is read in the next poll round.
+                let interest = conn.interest();
+                if let Err(e) = registry.reregister(&mut conn.stream, token, interest) {
+                    break Some(format!("reregister failed: {e}"));
+                }
+                break None;
+            }
+            let want = READ_CHUNK_BYTES.min(budget);
+            // Read into a scratch buffer and append: no zero-fill of fresh
+            // memory per read, and `rbuf` grows only by what arrived.
+            let scratch = &mut self.scratch[..want];
+            match conn.stream.read(scratch) {
+                Ok(0) => break Some(String::new()),
+                Ok(n) => {
+                    conn.rbuf.extend_from_slice(&scratch[..n]);
+                    budget = budget.saturating_sub(n);
+                    self.stats.bytes_received += n as u64;
+                    if let Err(e) = decode_frames(id, &mut conn.rbuf, out, &mut self.stats) {
+                        self.stats.frames_malformed += 1;
+                        ::log::warn!(
+                            "closing ipc connection on malformed frame conn={id} error={e}"
+                        );
+                        break Some(String::new());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(format!("read failed: {e}")),
+            }
+        };
+        if let Some(reason) = closed {
+            if !reason.is_empty() {
+                ::log::debug!("ipc connection lost conn={id} reason={reason}");
+            }
+            self.close(registry, id);
+            out.push((id, Request::Disconnected));
+        }
+    }
+
+    fn queue(&mut self, id: ConnId, emit: impl FnOnce(&mut Vec<u8>) -> crate::wire::Result<usize>) {
+        let Some(Some(conn)) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.is_broken {
+            return;
+        }
+        match emit(&mut conn.wbuf) {
+            Ok(_) => {
+                self.stats.frames_sent += 1;
+                if !conn.in_dirty {
+                    conn.in_dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+            Err(e) => {
+                self.stats.frames_unencodable += 1;
+                ::log::warn!("dropping unencodable ipc response conn={id} error={e}");
+            }
+        }
+    }
+
+    fn write_pending(&mut self, registry: &Registry, id: ConnId) {
+        let token = self.token(id);
+        let Some(Some(conn)) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.is_broken {
+            return;
+        }
+        while conn.wpos < conn.wbuf.len() {
+            match conn.stream.write(&conn.wbuf[conn.wpos..]) {
+                Ok(0) => {
+                    conn.mark_broken("write returned zero");
+                    self.broken.push(id);
+                    return;
+                }
+                Ok(n) => {
+                    conn.wpos += n;
+                    self.stats.bytes_sent += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    conn.mark_broken(&format!("write failed: {e}"));
+                    self.broken.push(id);
+                    return;
+                }
+            }
+        }
+        if conn.wpos == conn.wbuf.len() {
+            conn.wbuf.clear();
+            conn.wpos = 0;
+        } else if conn.wpos > conn.wbuf.len() / 2 {
+            // Compact so the buffer does not grow with a slow reader.
+            conn.wbuf.drain(..conn.wpos);
+            conn.wpos = 0;
+        }
+        let want_writable = conn.wpos < conn.wbuf.len();
+        if want_writable != conn.writable_registered {
+            conn.writable_registered = want_writable;
+            let interest = conn.interest();
+            if let Err(e) = registry.reregister(&mut conn.stream, token, interest) {
+                conn.mark_broken(&format!("reregister failed: {e}"));
+                self.broken.push(id);
+            }
+        }
+    }
+
+    fn report_broken(&mut self, registry: &Registry, out: &mut Vec<(ConnId, Request)>) {
+        while let Some(id) = self.broken.pop() {
+            if matches!(self.conns.get(id), Some(Some(_))) {
+                self.close(registry, id);
+                out.push((id, Request::Disconnected));
+            }
+        }
+    }
+
+    fn close(&mut self, registry: &Registry, id: ConnId) {
+        if let Some(slot) = self.conns.get_mut(id) {
+            if let Some(mut conn) = slot.take() {
+                // The socket closes on drop; deregistering first keeps the
+                // registry clean if the fd number is reused at once.
+                let _ = registry.deregister(&mut conn.stream);
+                self.free.push(id);
+                self.stats.connections_closed += 1;
+                ::log::debug!("ipc connection closed conn={id}");
+            }
+        }
+    }
+}
+
+impl Drop for IpcServer {
+    fn drop(&mut self) {
+        let still_ours = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if still_ours.is_some() && still_ours == self.file_id {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                ::log::warn!(
+                    "cannot remove ipc socket path={} error={e}",
+                    self.path.display()
+                );
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn interest(&self) -> Interest {
+        if self.writable_registered {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    /// Stops all I/O on a connection whose write failed. The shutdown also
+    /// wakes the loop (the socket turns read-closed), and `broken` makes sure
+    /// the disconnect is reported even if no event came.
+    fn mark_broken(&mut self, reason: &str) {
+        ::log::debug!("ipc connection broken reason={reason}");
+        self.is_broken = true;
+        self.wbuf = Vec::new();
+        self.wpos = 0;
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Splits every whole frame off `rbuf` and parses it. On a bad frame the
+/// frames before it are kept in `out` and the error is returned.
+fn decode_frames(
+    id: ConnId,
+    rbuf: &mut BytesMut,
+    out: &mut Vec<(ConnId, Request)>,
+    stats: &mut IpcStats,
+) -> crate::wire::Result<()> {
+    while let Some(frame) = take_frame(rbuf)? {
+        let request = Request::parse(&frame)?;
+        if matches!(request, Request::Disconnected) {
+            // Unreachable from the wire (parse never yields it); kept as a
+            // guard so a client can never fake a disconnect.
+            continue;
+        }
+        stats.frames_received += 1;
+        out.push((id, request));
+    }
+    // A big frame in progress: grow once to its full size instead of
+    // doubling through many reallocations.
+    // (frame_len already refused an out-of-range length.)
+    if let Some(total) = peek_total(rbuf) {
+        if total > rbuf.capacity() {
+            rbuf.reserve(total - rbuf.len());
+        }
+    }
+    Ok(())
+}
+
+/// The announced total length of the (incomplete) frame at the start of
+/// `buf`, if its length field has arrived.
+fn peek_total(buf: &[u8]) -> Option<usize> {
+    let len = buf.get(0..4)?;
+    let mut a = [0u8; 4];
+    a.copy_from_slice(len);
+    Some(4 + u32::from_be_bytes(a) as usize)
+}
+
+/// Removes a socket file left by a dead daemon; refuses if a live daemon
+/// answers on it or if the path is not a socket.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket: remove it or choose another --socket",
+                path.display()
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "a live castlogd already listens on {}: stop it or choose another --socket",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            ::log::info!("removing stale ipc socket path={}", path.display());
+            std::fs::remove_file(path)
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot probe existing socket {}: {e}", path.display()),
+        )),
+    }
+}

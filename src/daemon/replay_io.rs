@@ -1,0 +1,322 @@
+//! The log layer of reliability, the daemon's half: serving peers' replay
+//! requests from our log, and filling our own log from a source's log when
+//! we joined late or lost datagrams past the source's retransmit window.
+//!
+//! proto decides (it emits `ReplayRead`, `ReplayRecords`, `ReplayDone`, and
+//! chunks, retries and orders the exchange); this file only reads and writes
+//! the log (quinn's "proto asks, driver acts").
+//!
+//! Filling a (topic, source) log: while a replay for it runs, live records of
+//! that pair are held in memory rather than appended, because a replica log
+//! that skipped ahead never takes the skipped offsets back. When the replay
+//! ends the held records are appended after it, and anything still missing
+//! stays a hole that subscribers see as a gap notice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{clock, Daemon};
+use crate::log::Appended;
+use crate::proto::{ReplayId, ReplayOutcome, ReplayServe};
+use crate::wire::{NodeId, Offset, RecordRepr, ReplayStatus, TopicId};
+
+/// Held live records per filling log before the replay is given up on and
+/// the hole accepted: bounds memory if the source is slow to answer.
+const HELD_MAX: usize = 1 << 18;
+
+/// Replays this node asked for, and the live records held meanwhile.
+#[derive(Default)]
+pub(super) struct Replays {
+    by_id: HashMap<ReplayId, (Arc<str>, NodeId)>,
+    filling: HashMap<(Arc<str>, NodeId), Filling>,
+}
+
+struct Filling {
+    id: ReplayId,
+    held: Vec<Held>,
+}
+
+struct Held {
+    offset: Offset,
+    timestamp_ms: u64,
+    key: Bytes,
+    value: Bytes,
+}
+
+impl Daemon {
+    /// Answers a peer's replay request with one chunk of our log.
+    pub(super) fn serve_replay(&mut self, now: Instant, serve: &ReplayServe) {
+        use crate::proto::ReplayEnd;
+        self.stats.replay_chunks_served += 1;
+        if !self.log.contains(&serve.topic, serve.log_node) {
+            let end = ReplayEnd {
+                status: ReplayStatus::UnknownTopic,
+                next_offset: serve.from,
+                earliest_offset: Offset(0),
+            };
+            self.node.supply_replay_chunk(now, serve, &[], end);
+            return;
+        }
+        let log = match self.log.log(&serve.topic, serve.log_node) {
+            Ok(log) => log,
+            Err(e) => {
+                ::log::warn!("replay read failed topic={} error={e}", serve.topic);
+                return;
+            }
+        };
+        let earliest = log.earliest_offset();
+        let tail = log.next_offset();
+        let max = usize::try_from(serve.max_bytes).unwrap_or(usize::MAX);
+        let (bytes, next, status) = match log.read(serve.from, max) {
+            Ok(batch) => {
+                let (len, next) = cut_at(&batch.bytes, batch.count, serve.to, batch.next_offset);
+                let status = if next >= serve.to || next >= tail {
+                    ReplayStatus::ReachedEnd
+                } else {
+                    ReplayStatus::ChunkDone
+                };
+                (
+                    batch
+                        .bytes
+                        .get(..len)
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default(),
+                    next,
+                    status,
+                )
+            }
+            Err(crate::log::Error::BelowRetention { earliest, .. }) => {
+                (Vec::new(), earliest, ReplayStatus::BelowRetention)
+            }
+            Err(e) => {
+                ::log::warn!(
+                    "replay read failed topic={} from={} error={e}",
+                    serve.topic,
+                    serve.from
+                );
+                return;
+            }
+        };
+        let end = ReplayEnd {
+            status,
+            next_offset: next,
+            earliest_offset: earliest,
+        };
+        self.node.supply_replay_chunk(now, serve, &bytes, end);
+    }
+
+    /// A source advertised a topic: if our log of it is behind, fill it.
+    pub(super) fn topic_seen(
+        &mut self,
+        now: Instant,
+        source: NodeId,
+        topic: &Arc<str>,
+        next: Offset,
+    ) {
+        self.route(topic);
+        let ours = match self.log.log(topic, source) {
+            Ok(log) => log.next_offset(),
+            Err(_) => return,
+        };
+        if ours < next {
+            self.start_fill(now, source, topic, ours);
+        }
+    }
+
+    /// Datagrams were lost for good: fill every topic of that source we
+    /// hold from our log's end.
+    pub(super) fn replay_after_gap(&mut self, now: Instant, source: NodeId) {
+        let topics: Vec<String> = self
+            .log
+            .logs()
+            .into_iter()
+            .filter(|(_, s)| *s == source)
+            .map(|(t, _)| t)
+            .collect();
+        for topic in topics {
+            let topic: Arc<str> = Arc::from(topic);
+            let ours = match self.log.log(&topic, source) {
+                Ok(log) => log.next_offset(),
+                Err(_) => continue,
+            };
+            self.start_fill(now, source, &topic, ours);
+        }
+    }
+
+    fn start_fill(&mut self, now: Instant, source: NodeId, topic: &Arc<str>, from: Offset) {
+        let key = (topic.clone(), source);
+        if self.replays.filling.contains_key(&key) {
+            return;
+        }
+        let Some(&peer) = self.loop_state.sources.get(&source) else {
+            return;
+        };
+        let id = self
+            .node
+            .request_replay(now, peer, source, topic, from, Offset(u64::MAX));
+        ::log::info!("replaying from source topic={topic} source={source} from={from} peer={peer}");
+        self.stats.replays_started += 1;
+        self.replays.by_id.insert(id, key.clone());
+        self.replays.filling.insert(
+            key,
+            Filling {
+                id,
+                held: Vec::new(),
+            },
+        );
+    }
+
+    /// While a (topic, source) log is being filled, live records wait.
+    /// Returns true when the record was held.
+    pub(super) fn replay_holds(
+        &mut self,
+        topic: &Arc<str>,
+        source: NodeId,
+        offset: Offset,
+        timestamp_ms: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> bool {
+        let Some(f) = self.replays.filling.get_mut(&(topic.clone(), source)) else {
+            return false;
+        };
+        if f.held.len() >= HELD_MAX {
+            let id = f.id;
+            ::log::warn!("replay too slow, accepting a hole topic={topic} source={source}");
+            self.node.cancel_replay(id);
+            self.finish_fill(id);
+            return false;
+        }
+        f.held.push(Held {
+            offset,
+            timestamp_ms,
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+        });
+        true
+    }
+
+    /// Records from a replay: into the log, then to subscribers.
+    pub(super) fn store_replayed(
+        &mut self,
+        source: NodeId,
+        topic: &Arc<str>,
+        records: &Bytes,
+        count: usize,
+    ) {
+        let Ok(iter) = crate::wire::Records::new_checked(records, count) else {
+            self.stats.replay_records_malformed += 1;
+            return;
+        };
+        let name = self.loop_state.names.get(&source).cloned();
+        for r in iter {
+            self.stats.records_replayed += 1;
+            self.append_and_push(topic, source, name.as_deref(), &r);
+        }
+    }
+
+    pub(super) fn replay_done(&mut self, now: Instant, id: ReplayId, outcome: ReplayOutcome) {
+        ::log::info!("replay finished id={id:?} outcome={outcome:?}");
+        if let ReplayOutcome::BelowRetention { earliest } = outcome {
+            // The source deleted the start: what it still has is worth
+            // fetching; the part below `earliest` becomes a gap.
+            if let Some((topic, source)) = self.replays.by_id.get(&id).cloned() {
+                if let Some(&peer) = self.loop_state.sources.get(&source) {
+                    let new_id = self.node.request_replay(
+                        now,
+                        peer,
+                        source,
+                        &topic,
+                        earliest,
+                        Offset(u64::MAX),
+                    );
+                    self.replays.by_id.remove(&id);
+                    self.replays.by_id.insert(new_id, (topic.clone(), source));
+                    if let Some(f) = self.replays.filling.get_mut(&(topic, source)) {
+                        f.id = new_id;
+                    }
+                    return;
+                }
+            }
+        }
+        self.finish_fill(id);
+    }
+
+    /// Ends a fill: the held live records go into the log after the replay.
+    fn finish_fill(&mut self, id: ReplayId) {
+        let Some(key) = self.replays.by_id.remove(&id) else {
+            return;
+        };
+        let Some(f) = self.replays.filling.remove(&key) else {
+            return;
+        };
+        let (topic, source) = key;
+        let name = self.loop_state.names.get(&source).cloned();
+        for h in f.held {
+            let r = RecordRepr {
+                topic: TopicId(0),
+                offset: h.offset,
+                timestamp_ms: h.timestamp_ms,
+                key: &h.key,
+                value: &h.value,
+            };
+            self.append_and_push(&topic, source, name.as_deref(), &r);
+        }
+    }
+
+    fn append_and_push(
+        &mut self,
+        topic: &Arc<str>,
+        source: NodeId,
+        name: Option<&str>,
+        r: &RecordRepr<'_>,
+    ) {
+        let stored = self
+            .log
+            .log(topic, source)
+            .and_then(|log| log.append_replica(clock::wall_ms(), r));
+        match stored {
+            Ok(Appended::Duplicate) => self.stats.records_duplicate += 1,
+            Ok(_) => {
+                self.stats.records_stored += 1;
+                self.subs.on_record(
+                    &mut self.ipc,
+                    &mut self.log,
+                    topic,
+                    source,
+                    name,
+                    r.offset,
+                    r.timestamp_ms,
+                    r.key,
+                    r.value,
+                );
+            }
+            Err(e) => {
+                self.stats.log_errors += 1;
+                ::log::error!(
+                    "cannot store replayed record topic={topic} source={source} error={e}"
+                );
+            }
+        }
+    }
+}
+
+/// Length of the prefix of `bytes` (back-to-back records) holding only
+/// offsets below `to`, and the offset after it.
+fn cut_at(bytes: &[u8], count: usize, to: Offset, next: Offset) -> (usize, Offset) {
+    let mut pos = 0;
+    for _ in 0..count {
+        let Some(rest) = bytes.get(pos..) else { break };
+        let Ok((r, len)) = RecordRepr::parse_prefix(rest) else {
+            break;
+        };
+        if r.offset >= to {
+            return (pos, to);
+        }
+        pos += len;
+    }
+    (pos, next)
+}

@@ -1,0 +1,111 @@
+//! The daemon's own counters, and the JSON that `castlog stats` prints:
+//! these plus the protocol's, the log's and the IPC server's, one object per
+//! room so a counter's name says where it was counted.
+
+use serde::Serialize;
+
+use super::Daemon;
+
+/// Counters of the event loop and the glue (noun then verb, monotonic).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Returns from `poll`.
+    pub loop_rounds: u64,
+    /// Datagrams read from any UDP socket.
+    pub datagrams_received: u64,
+    /// Datagrams longer than the receive buffer (dropped, never parsed).
+    pub datagrams_truncated: u64,
+    /// Datagrams handed to the kernel.
+    pub datagrams_sent: u64,
+    /// Datagrams the kernel refused (no route, firewall, ICMP error).
+    pub datagrams_send_failed: u64,
+    /// Times a send would have blocked (the rest waited for WRITABLE).
+    pub sends_blocked: u64,
+    /// Receive calls that failed with something other than WouldBlock.
+    pub recv_errors: u64,
+    /// Records clients published here (in the log, offset assigned).
+    pub records_published: u64,
+    /// Publishes refused (no rule, log error, too large, backpressure).
+    pub publishes_failed: u64,
+    /// Publishes the flow window held back at least once.
+    pub publishes_backpressured: u64,
+    /// Sync publishes answered after the group acknowledged them.
+    pub syncs_acked: u64,
+    /// Sync publishes failed by their timeout.
+    pub syncs_timed_out: u64,
+    /// Records from other nodes written to our log.
+    pub records_stored: u64,
+    /// Records from other nodes that our log already held.
+    pub records_duplicate: u64,
+    /// Records written to our log from a replay.
+    pub records_replayed: u64,
+    /// Replay records that did not parse.
+    pub replay_records_malformed: u64,
+    /// Replays this node asked for.
+    pub replays_started: u64,
+    /// Replay chunks this node served from its log.
+    pub replay_chunks_served: u64,
+    /// Unrecoverable datagram ranges reported by the protocol.
+    pub gaps_seen: u64,
+    /// Log operations that failed.
+    pub log_errors: u64,
+}
+
+impl Daemon {
+    /// Every room's counters as one JSON object:
+    /// `{"node": {...}, "daemon": {...}, "proto": {...}, "log": {...}, "ipc": {...}}`.
+    pub fn stats_json(&self) -> String {
+        let log = self.log.stats();
+        let ipc = self.ipc.stats();
+        let value = serde_json::json!({
+            "node": {
+                "name": self.name,
+                "id": self.node_id.to_string(),
+                "listen": self.listen_addr.to_string(),
+                "gso": self.offload.gso,
+                "gro": self.offload.gro,
+            },
+            "daemon": &self.stats,
+            "proto": self.node.stats(),
+            "log": log_stats_json(&log),
+            "ipc": {
+                "connections_accepted": ipc.connections_accepted,
+                "connections_closed": ipc.connections_closed,
+                "frames_received": ipc.frames_received,
+                "frames_malformed": ipc.frames_malformed,
+                "frames_sent": ipc.frames_sent,
+                "frames_unencodable": ipc.frames_unencodable,
+                "bytes_received": ipc.bytes_received,
+                "bytes_sent": ipc.bytes_sent,
+            },
+        });
+        value.to_string()
+    }
+
+    /// The daemon's own counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+fn log_stats_json(s: &crate::log::Stats) -> serde_json::Value {
+    serde_json::json!({
+        "records_appended": s.records_appended,
+        "bytes_appended": s.bytes_appended,
+        "batches_appended": s.batches_appended,
+        "appends_failed": s.appends_failed,
+        "records_duplicate": s.records_duplicate,
+        "offsets_skipped": s.offsets_skipped,
+        "segments_rolled": s.segments_rolled,
+        "segments_deleted": s.segments_deleted,
+        "bytes_deleted": s.bytes_deleted,
+        "records_read": s.records_read,
+        "bytes_read": s.bytes_read,
+        "fsyncs": s.fsyncs,
+        "logs_opened": s.logs_opened,
+        "tails_truncated": s.tails_truncated,
+        "bytes_truncated": s.bytes_truncated,
+        "corrupt_regions_found": s.corrupt_regions_found,
+        "indexes_rebuilt": s.indexes_rebuilt,
+    })
+}

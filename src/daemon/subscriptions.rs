@@ -1,0 +1,357 @@
+//! Client subscriptions: which records go to which connection, in offset
+//! order per (topic, source), each once.
+//!
+//! Every record reaches a subscriber *through the local log*: it is appended
+//! first, then pushed. A subscription keeps a cursor (the next offset to
+//! deliver) per (topic, source). A record that arrives exactly at a cursor
+//! goes out at once (the live path, no disk read); a cursor behind the log's
+//! tail (a subscriber starting from `earliest` or an offset, or one whose
+//! connection was too backed up to take the live record) is served by
+//! [`Subscriptions::catch_up`], which reads the log from the cursor. The
+//! seam between catch-up and live therefore has no gap and no duplicate:
+//! both advance the same cursor.
+//!
+//! Holes in the log (offsets it will never hold) and offsets below retention
+//! reach the subscriber as explicit gap notices.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::ipc::{ConnId, DeliveryRef, IpcServer, Response};
+use crate::log::LogDir;
+use crate::wire::ipc::{Commit, Failure, FailureKind, GapNotice, GapReason, StartFrom, Subscribe};
+use crate::wire::{NodeId, Offset};
+
+/// Bytes queued to one connection above which live records wait in the log
+/// (and catch-up stops) until the client has read some: a slow subscriber
+/// costs disk reads later, never unbounded daemon memory.
+const BACKLOG_LIMIT: usize = 8 << 20;
+/// Record bytes read from the log per cursor per catch-up round.
+const CATCH_UP_BYTES: usize = 256 << 10;
+
+#[derive(Default)]
+pub(super) struct Subscriptions {
+    subs: Vec<Sub>,
+    /// Consumer groups' committed offsets (the next record to deliver).
+    committed: HashMap<(String, String, NodeId), Offset>,
+}
+
+struct Sub {
+    conn: ConnId,
+    sub_id: u32,
+    pattern: Pattern,
+    from: StartFrom,
+    group: Option<String>,
+    cursors: HashMap<(Arc<str>, NodeId), Offset>,
+    /// Some cursor may be behind its log's tail.
+    lagging: bool,
+}
+
+/// `name`, `prefix.*` or `*`, as in netconf topic rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+    Any,
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Option<Pattern> {
+        if text == "*" {
+            return Some(Pattern::Any);
+        }
+        let (body, prefix) = match text.strip_suffix(".*") {
+            Some(p) => (p, true),
+            None => (text, false),
+        };
+        if body.is_empty() || body.contains('*') {
+            return None;
+        }
+        Some(if prefix {
+            Pattern::Prefix(body.to_string())
+        } else {
+            Pattern::Exact(body.to_string())
+        })
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Exact(t) => t == topic,
+            Pattern::Prefix(p) => topic
+                .strip_prefix(p.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|rest| !rest.is_empty()),
+        }
+    }
+}
+
+impl Subscriptions {
+    /// Starts a subscription; its cursors for the logs that already exist
+    /// are placed now, so `latest` means "from this moment".
+    pub fn add(&mut self, conn: ConnId, s: Subscribe, log: &mut LogDir) -> Result<(), Failure> {
+        let pattern = Pattern::parse(&s.pattern).ok_or_else(|| Failure {
+            kind: FailureKind::InvalidRequest,
+            message: format!(
+                "bad topic pattern {:?}: use an exact name, prefix.* or *",
+                s.pattern
+            ),
+        })?;
+        if self
+            .subs
+            .iter()
+            .any(|x| x.conn == conn && x.sub_id == s.sub_id)
+        {
+            return Err(Failure {
+                kind: FailureKind::InvalidRequest,
+                message: format!("subscription id {} is already in use", s.sub_id),
+            });
+        }
+        let mut sub = Sub {
+            conn,
+            sub_id: s.sub_id,
+            pattern,
+            from: s.from,
+            group: s.group,
+            cursors: HashMap::new(),
+            lagging: true,
+        };
+        for (topic, source) in log.logs() {
+            if sub.pattern.matches(&topic) {
+                let topic: Arc<str> = Arc::from(topic);
+                let start = self.start_for(&sub, &topic, source, log, None);
+                sub.cursors.insert((topic, source), start);
+            }
+        }
+        self.subs.push(sub);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, conn: ConnId, sub_id: u32) {
+        self.subs
+            .retain(|s| !(s.conn == conn && s.sub_id == sub_id));
+    }
+
+    pub fn remove_conn(&mut self, conn: ConnId) {
+        self.subs.retain(|s| s.conn != conn);
+    }
+
+    /// Stores a consumer group's progress (in memory: committed offsets do
+    /// not survive a daemon restart yet).
+    pub fn commit(&mut self, c: Commit) {
+        let key = (c.group, c.topic, c.source);
+        let slot = self.committed.entry(key).or_insert(c.offset);
+        *slot = (*slot).max(c.offset);
+    }
+
+    /// Whether some subscription may have records to read from the log.
+    pub fn is_lagging(&self) -> bool {
+        self.subs.iter().any(|s| s.lagging)
+    }
+
+    /// A record was just appended to the log: push it to every subscription
+    /// whose cursor is exactly there and whose connection is not backed up.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_record(
+        &mut self,
+        ipc: &mut IpcServer,
+        log: &mut LogDir,
+        topic: &Arc<str>,
+        source: NodeId,
+        source_name: Option<&str>,
+        offset: Offset,
+        timestamp_ms: u64,
+        key: &[u8],
+        value: &[u8],
+    ) {
+        for k in 0..self.subs.len() {
+            let Some(sub) = self.subs.get(k) else { break };
+            if !sub.pattern.matches(topic) {
+                continue;
+            }
+            let cursor_key = (topic.clone(), source);
+            let start = match sub.cursors.get(&cursor_key) {
+                Some(c) => *c,
+                None => self.start_for(sub, topic, source, log, Some(offset)),
+            };
+            let Some(sub) = self.subs.get_mut(k) else {
+                break;
+            };
+            let cursor = sub.cursors.entry(cursor_key).or_insert(start);
+            if *cursor == offset && ipc.backlog(sub.conn) < BACKLOG_LIMIT {
+                ipc.send_record(
+                    sub.conn,
+                    &DeliveryRef {
+                        sub_id: sub.sub_id,
+                        topic,
+                        source,
+                        source_name,
+                        offset,
+                        timestamp_ms,
+                        key,
+                        value,
+                    },
+                );
+                *cursor = offset.next();
+            } else if *cursor <= offset {
+                sub.lagging = true;
+            }
+        }
+    }
+
+    /// Serves lagging cursors from the log, a bounded amount per round.
+    pub fn catch_up(
+        &mut self,
+        ipc: &mut IpcServer,
+        log: &mut LogDir,
+        names: &HashMap<NodeId, Arc<str>>,
+    ) {
+        for sub in self.subs.iter_mut() {
+            if !sub.lagging {
+                continue;
+            }
+            let mut behind = false;
+            let keys: Vec<(Arc<str>, NodeId)> = sub.cursors.keys().cloned().collect();
+            for key in keys {
+                if ipc.backlog(sub.conn) >= BACKLOG_LIMIT {
+                    behind = true;
+                    break;
+                }
+                let (topic, source) = &key;
+                let Some(cursor) = sub.cursors.get_mut(&key) else {
+                    continue;
+                };
+                let Ok(topic_log) = log.log(topic, *source) else {
+                    continue;
+                };
+                if *cursor >= topic_log.next_offset() {
+                    continue;
+                }
+                let name = names.get(source).map(|n| &**n);
+                match topic_log.read(*cursor, CATCH_UP_BYTES) {
+                    Ok(batch) => {
+                        if let Some(hole) = &batch.hole {
+                            ipc.send(
+                                sub.conn,
+                                &Response::Gap(GapNotice {
+                                    sub_id: sub.sub_id,
+                                    topic: topic.to_string(),
+                                    source: *source,
+                                    from: hole.start,
+                                    to: hole.end,
+                                    reason: GapReason::Unavailable,
+                                }),
+                            );
+                        }
+                        if let Ok(records) = batch.records() {
+                            for r in records {
+                                ipc.send_record(
+                                    sub.conn,
+                                    &DeliveryRef {
+                                        sub_id: sub.sub_id,
+                                        topic,
+                                        source: *source,
+                                        source_name: name,
+                                        offset: r.offset,
+                                        timestamp_ms: r.timestamp_ms,
+                                        key: r.key,
+                                        value: r.value,
+                                    },
+                                );
+                            }
+                        }
+                        if batch.next_offset <= *cursor {
+                            // Nothing readable past the cursor yet.
+                            continue;
+                        }
+                        *cursor = batch.next_offset;
+                        if *cursor < topic_log.next_offset() {
+                            behind = true;
+                        }
+                    }
+                    Err(crate::log::Error::BelowRetention {
+                        requested,
+                        earliest,
+                    }) => {
+                        ipc.send(
+                            sub.conn,
+                            &Response::Gap(GapNotice {
+                                sub_id: sub.sub_id,
+                                topic: topic.to_string(),
+                                source: *source,
+                                from: requested,
+                                to: earliest,
+                                reason: GapReason::Retention,
+                            }),
+                        );
+                        *cursor = earliest;
+                        behind = true;
+                    }
+                    Err(e) => {
+                        ::log::warn!(
+                            "subscriber read failed topic={topic} source={source} offset={} error={e}",
+                            *cursor
+                        );
+                    }
+                }
+            }
+            sub.lagging = behind;
+        }
+    }
+
+    /// Where a subscription's cursor starts for a (topic, source) log.
+    /// `first_live` is the offset of the record that made the log known to
+    /// this subscription, when a record did.
+    fn start_for(
+        &self,
+        sub: &Sub,
+        topic: &str,
+        source: NodeId,
+        log: &mut LogDir,
+        first_live: Option<Offset>,
+    ) -> Offset {
+        let (earliest, next) = match log.log(topic, source) {
+            Ok(l) => (l.earliest_offset(), l.next_offset()),
+            Err(_) => (Offset(0), Offset(0)),
+        };
+        match sub.from {
+            StartFrom::Earliest => earliest,
+            // A log that appears after the subscription started is all new.
+            StartFrom::Latest => first_live.unwrap_or(next).min(next),
+            StartFrom::Offset(o) => o,
+            StartFrom::Committed => sub
+                .group
+                .as_ref()
+                .and_then(|g| {
+                    self.committed
+                        .get(&(g.clone(), topic.to_string(), source))
+                        .copied()
+                })
+                .unwrap_or(earliest),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_like_netconf_rules() {
+        let p = Pattern::parse("md.*").unwrap();
+        assert!(p.matches("md.x"));
+        assert!(p.matches("md.x.y"));
+        assert!(!p.matches("md"));
+        assert!(!p.matches("mdx.y"));
+        assert!(Pattern::parse("*").unwrap().matches("anything"));
+        assert!(Pattern::parse("a.b").unwrap().matches("a.b"));
+        assert!(!Pattern::parse("a.b").unwrap().matches("a.bc"));
+    }
+
+    #[test]
+    fn malformed_patterns_are_refused() {
+        assert_eq!(Pattern::parse(""), None);
+        assert_eq!(Pattern::parse("a*"), None);
+        assert_eq!(Pattern::parse(".*"), None);
+    }
+}

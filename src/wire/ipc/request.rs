@@ -1,0 +1,300 @@
+//! Client -> daemon frames: PUBLISH, SUBSCRIBE, UNSUBSCRIBE, COMMIT, STATS,
+//! PING (byte tables in the parent module).
+
+use bytes::Bytes;
+
+use super::cursor::{Reader, Writer};
+use super::{
+    body_len32, emit_to_vec, field, kind, len16, malformed, value_len32, ConsumeMode, Frame,
+    PublishMode, StartFrom, FRAME_HEADER_LEN, MAX_VALUE_LEN, PUBLISH_FIXED_LEN,
+};
+use crate::wire::{NodeId, Offset, Result};
+
+/// A publish request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Chosen by the client, echoed in `Published`/`PublishFailed`.
+    pub request_id: u64,
+    pub mode: PublishMode,
+    /// How long a sync publish may wait for acknowledgements before the
+    /// daemon fails it with the nodes still missing; 0 = the daemon's default.
+    /// The daemon, not the client, times out so that the answer can name them.
+    pub timeout_ms: u32,
+    /// Milliseconds since the Unix epoch; 0 = the daemon sets it.
+    pub timestamp_ms: u64,
+    pub topic: String,
+    /// Empty = no key.
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+/// The borrowed form of [`Publish`], so the client can encode a record
+/// straight from the caller's slices without an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRef<'a> {
+    pub request_id: u64,
+    pub mode: PublishMode,
+    pub timeout_ms: u32,
+    pub timestamp_ms: u64,
+    pub topic: &'a str,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// A subscribe request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Chosen by the client, unique per connection; tags every delivery.
+    pub sub_id: u32,
+    /// Exact topic name, `prefix.*`, or `*`.
+    pub pattern: String,
+    pub from: StartFrom,
+    /// Consumer group; `None` = this subscriber alone.
+    pub group: Option<String>,
+    pub mode: ConsumeMode,
+}
+
+/// A consumer group's progress: `offset` is the next record to deliver
+/// (Kafka's convention), per (group, topic, source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub group: String,
+    pub topic: String,
+    pub source: NodeId,
+    pub offset: Offset,
+}
+
+/// A request from a client. [`Request::Disconnected`] never crosses the
+/// socket: the daemon's IPC server reports a closed connection with it, so
+/// the event loop sees requests and disconnects in one ordered stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Publish(Publish),
+    Subscribe(Subscribe),
+    Unsubscribe {
+        sub_id: u32,
+    },
+    Commit(Commit),
+    Stats,
+    /// Answered by `Pong` after every earlier request of the connection was
+    /// handled: a flush barrier (e.g. after one-way publishes).
+    Ping {
+        nonce: u64,
+    },
+    /// Not a frame: the connection closed or broke (see above).
+    Disconnected,
+}
+
+impl Publish {
+    /// The borrowed form, for emitting.
+    pub fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            request_id: self.request_id,
+            mode: self.mode,
+            timeout_ms: self.timeout_ms,
+            timestamp_ms: self.timestamp_ms,
+            topic: &self.topic,
+            key: &self.key,
+            value: &self.value,
+        }
+    }
+}
+
+impl PublishRef<'_> {
+    /// Bytes `emit` writes (header included).
+    pub fn buffer_len(&self) -> usize {
+        FRAME_HEADER_LEN + PUBLISH_FIXED_LEN + self.topic.len() + self.key.len() + self.value.len()
+    }
+
+    /// Writes the whole frame at the start of `buf`; returns the bytes written.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        if self.value.len() > MAX_VALUE_LEN {
+            return Err(malformed("publish", "value longer than 64 MiB"));
+        }
+        let mut w = Writer::frame(buf, self.buffer_len(), kind::PUBLISH)?;
+        w.u64(self.request_id)?;
+        w.u8(self.mode.code())?;
+        w.u32(self.timeout_ms)?;
+        w.u64(self.timestamp_ms)?;
+        w.len16(self.topic.len(), "topic longer than 65535 bytes")?;
+        w.len16(self.key.len(), "key longer than 65535 bytes")?;
+        w.len32(self.value.len())?;
+        w.bytes(self.topic.as_bytes())?;
+        w.bytes(self.key)?;
+        w.bytes(self.value)?;
+        w.finish()
+    }
+
+    /// Appends the frame to `out`; on error `out` is left unchanged. The
+    /// client's hot path: checks first, then plain appends (no zero-fill).
+    pub fn emit_to_vec(&self, out: &mut Vec<u8>) -> Result<usize> {
+        let len = self.buffer_len();
+        let topic_len = len16(self.topic.len(), "publish", "topic longer than 65535 bytes")?;
+        let key_len = len16(self.key.len(), "publish", "key longer than 65535 bytes")?;
+        let value_len = value_len32(self.value.len(), "publish")?;
+        let body_len = body_len32(len)?;
+        out.reserve(len);
+        out.extend_from_slice(&body_len.to_be_bytes());
+        out.push(kind::PUBLISH);
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        out.push(self.mode.code());
+        out.extend_from_slice(&self.timeout_ms.to_be_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&topic_len.to_be_bytes());
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(&value_len.to_be_bytes());
+        out.extend_from_slice(self.topic.as_bytes());
+        out.extend_from_slice(self.key);
+        out.extend_from_slice(self.value);
+        Ok(len)
+    }
+}
+
+impl Request {
+    /// Parses one whole frame (as split off by [`take_frame`](super::take_frame)). Keys and
+    /// values are slices of `frame`.
+    pub fn parse(frame: &Bytes) -> Result<Request> {
+        let view = Frame::new_checked(&frame[..])?;
+        let mut r = Reader::new(frame, field::BODY, "request");
+        let request = match view.kind() {
+            kind::PUBLISH => {
+                r.frame = "publish";
+                let request_id = r.u64()?;
+                let mode = PublishMode::from_code(r.u8()?)?;
+                let timeout_ms = r.u32()?;
+                let timestamp_ms = r.u64()?;
+                let topic_len = usize::from(r.u16()?);
+                let key_len = usize::from(r.u16()?);
+                let value_len = r.u32()? as usize;
+                if value_len > MAX_VALUE_LEN {
+                    return Err(malformed("publish", "value longer than 64 MiB"));
+                }
+                let topic = r.string(topic_len)?;
+                let key = r.slice(key_len)?;
+                let value = r.slice(value_len)?;
+                Request::Publish(Publish {
+                    request_id,
+                    mode,
+                    timeout_ms,
+                    timestamp_ms,
+                    topic,
+                    key,
+                    value,
+                })
+            }
+            kind::SUBSCRIBE => {
+                r.frame = "subscribe";
+                let sub_id = r.u32()?;
+                let from_code = r.u8()?;
+                let from_offset = r.u64()?;
+                let from = StartFrom::from_code(from_code, from_offset)?;
+                let mode = ConsumeMode::from_code(r.u8()?)?;
+                let pattern = r.str16()?;
+                let group = r.str16()?;
+                Request::Subscribe(Subscribe {
+                    sub_id,
+                    pattern,
+                    from,
+                    group: (!group.is_empty()).then_some(group),
+                    mode,
+                })
+            }
+            kind::UNSUBSCRIBE => Request::Unsubscribe { sub_id: r.u32()? },
+            kind::COMMIT => {
+                r.frame = "commit";
+                let source = NodeId(r.u64()?);
+                let offset = Offset(r.u64()?);
+                let group = r.str16()?;
+                let topic = r.str16()?;
+                Request::Commit(Commit {
+                    group,
+                    topic,
+                    source,
+                    offset,
+                })
+            }
+            kind::STATS => Request::Stats,
+            kind::PING => Request::Ping { nonce: r.u64()? },
+            _ => return Err(malformed("request", "unknown request kind")),
+        };
+        r.end()?;
+        Ok(request)
+    }
+
+    /// Bytes `emit` writes (header included); 0 for `Disconnected`.
+    pub fn buffer_len(&self) -> usize {
+        FRAME_HEADER_LEN
+            + match self {
+                Request::Publish(p) => return p.as_ref().buffer_len(),
+                Request::Subscribe(s) => {
+                    4 + 1
+                        + 8
+                        + 1
+                        + 2
+                        + s.pattern.len()
+                        + 2
+                        + s.group.as_ref().map_or(0, String::len)
+                }
+                Request::Unsubscribe { .. } => 4,
+                Request::Commit(c) => 8 + 8 + 2 + c.group.len() + 2 + c.topic.len(),
+                Request::Stats => 0,
+                Request::Ping { .. } => 8,
+                Request::Disconnected => return 0,
+            }
+    }
+
+    /// Writes the whole frame at the start of `buf`; returns the bytes
+    /// written. `Disconnected` and an empty group name are refused.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let len = self.buffer_len();
+        match self {
+            Request::Publish(p) => p.as_ref().emit(buf),
+            Request::Subscribe(s) => {
+                let group = match &s.group {
+                    Some(g) if g.is_empty() => {
+                        return Err(malformed("subscribe", "empty group name"))
+                    }
+                    Some(g) => g.as_str(),
+                    None => "",
+                };
+                let mut w = Writer::frame(buf, len, kind::SUBSCRIBE)?;
+                w.u32(s.sub_id)?;
+                let (from_code, from_offset) = s.from.code();
+                w.u8(from_code)?;
+                w.u64(from_offset)?;
+                w.u8(s.mode.code())?;
+                w.str16(&s.pattern)?;
+                w.str16(group)?;
+                w.finish()
+            }
+            Request::Unsubscribe { sub_id } => {
+                let mut w = Writer::frame(buf, len, kind::UNSUBSCRIBE)?;
+                w.u32(*sub_id)?;
+                w.finish()
+            }
+            Request::Commit(c) => {
+                let mut w = Writer::frame(buf, len, kind::COMMIT)?;
+                w.u64(c.source.0)?;
+                w.u64(c.offset.0)?;
+                w.str16(&c.group)?;
+                w.str16(&c.topic)?;
+                w.finish()
+            }
+            Request::Stats => Writer::frame(buf, len, kind::STATS)?.finish(),
+            Request::Ping { nonce } => {
+                let mut w = Writer::frame(buf, len, kind::PING)?;
+                w.u64(*nonce)?;
+                w.finish()
+            }
+            Request::Disconnected => Err(malformed("request", "disconnected is not a frame")),
+        }
+    }
+
+    /// Appends the frame to `out`; on error `out` is left unchanged.
+    pub fn emit_to_vec(&self, out: &mut Vec<u8>) -> Result<usize> {
+        match self {
+            Request::Publish(p) => p.as_ref().emit_to_vec(out),
+            _ => emit_to_vec(out, self.buffer_len(), |buf| self.emit(buf)),
+        }
+    }
+}
