@@ -189,7 +189,11 @@ impl Daemon {
 
     fn next_timeout(&self, now: Instant) -> Duration {
         let ls = &self.loop_state;
-        if ls.listen_readable || ls.group_readable.iter().any(|r| *r) || self.subs.is_lagging() {
+        if ls.listen_readable
+            || ls.group_readable.iter().any(|r| *r)
+            || self.subs.is_lagging()
+            || self.group_members.is_lagging()
+        {
             return Duration::ZERO;
         }
         let mut deadline = now + MAX_SLEEP;
@@ -276,21 +280,35 @@ impl Daemon {
             Request::Publish(p) => self.publish(now, conn, p),
             Request::Subscribe(s) => {
                 let sub_id = s.sub_id;
-                match self.subs.add(conn, s, &mut self.log) {
+                // Clustering group members are served by `groups`.
+                let added = match self.group_subscribe(now, conn, &s) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => self.subs.add(conn, s, &mut self.log),
+                    Err(failure) => Err(failure),
+                };
+                match added {
                     Ok(()) => self.ipc.send(conn, &Response::Subscribed { sub_id }),
                     Err(failure) => self
                         .ipc
                         .send(conn, &Response::SubscribeFailed { sub_id, failure }),
                 }
             }
-            Request::Unsubscribe { sub_id } => self.subs.remove(conn, sub_id),
-            Request::Commit(c) => self.subs.commit(c),
+            Request::Unsubscribe { sub_id } => {
+                self.group_unsubscribe(now, conn, Some(sub_id));
+                self.subs.remove(conn, sub_id);
+            }
+            Request::Commit(c) => {
+                if !self.group_commit(now, conn, &c) {
+                    self.subs.commit(c);
+                }
+            }
             Request::Stats => {
                 let json = self.stats_json();
                 self.ipc.send(conn, &Response::Stats { json });
             }
             Request::Ping { nonce } => self.ipc.send(conn, &Response::Pong { nonce }),
             Request::Disconnected => {
+                self.group_unsubscribe(now, conn, None);
                 self.subs.remove_conn(conn);
                 self.loop_state.syncs.retain(|_, s| s.conn != conn);
                 for q in self.loop_state.stalled.values_mut() {
@@ -355,6 +373,16 @@ impl Daemon {
         self.subs.on_record(
             &mut self.ipc,
             &mut self.log,
+            &topic,
+            self.node_id,
+            Some(&name),
+            offset,
+            timestamp_ms,
+            &p.key,
+            &p.value,
+        );
+        let name = self.name.clone();
+        self.group_record(
             &topic,
             self.node_id,
             Some(&name),
@@ -506,6 +534,9 @@ impl Daemon {
         self.flush_transmits(now);
         self.subs
             .catch_up(&mut self.ipc, &mut self.log, &self.loop_state.names);
+        self.group_flush(now);
+        // Group announcements and commits may have queued frames.
+        self.flush_transmits(now);
         self.ipc.flush(self.poll.registry());
     }
 
@@ -762,6 +793,15 @@ impl Daemon {
             key,
             value,
         );
+        self.group_record(
+            topic,
+            source,
+            name.as_deref(),
+            offset,
+            timestamp_ms,
+            key,
+            value,
+        );
     }
 
     /// Answers every sync publish of `group` up to `ticket`.
@@ -887,6 +927,7 @@ impl Daemon {
         self.node.flush(now);
         self.node.leave();
         self.flush_outputs(now);
+        self.save_offsets(now, true);
         if let Err(e) = self.log.flush(clock::wall_ms()) {
             ::log::error!("final log flush failed error={e}");
         }
