@@ -137,6 +137,13 @@ impl Daemon {
                 "empty group name: name the group or subscribe without one".into(),
             ));
         }
+        let body = s.pattern.strip_suffix(".*").unwrap_or(&s.pattern);
+        if s.pattern != "*" && (body.is_empty() || body.contains('*')) {
+            return Err(invalid(format!(
+                "bad topic pattern {:?}: use an exact name, prefix.* or *",
+                s.pattern
+            )));
+        }
         if self.group_members.member_of(conn, group).is_some() {
             return Err(invalid(format!(
                 "this connection is already a member of group {group:?}; use another connection"
@@ -161,6 +168,25 @@ impl Daemon {
             .join(now, spec)
             .map_err(|e| invalid(e.to_string()))?;
         ::log::info!("group member joined group={group} member={id} mode={mode:?}");
+        // Logs that exist already: the member catches up on them from the
+        // committed offsets even if no record flows.
+        let filter = TopicFilter::parse(&s.pattern);
+        for (topic, source) in self.log.logs() {
+            if !filter.matches(&topic) {
+                continue;
+            }
+            let Ok(next) = self.log.log(&topic, source).map(|l| l.next_offset()) else {
+                continue;
+            };
+            self.node.consumers_mut().open_streams(&topic, source, next);
+            let end = self
+                .group_members
+                .log_ends
+                .entry((Arc::from(topic.as_str()), source))
+                .or_insert(Offset(0));
+            *end = (*end).max(next);
+        }
+        self.group_members.lagging = true;
         self.group_members.members.insert(
             (Arc::from(group), id),
             Member {
@@ -518,7 +544,16 @@ impl Daemon {
                 .insert((t.clone(), *s));
         }
         let mut rows = Vec::new();
-        for (g, view) in consumers.membership().views() {
+        // Groups with members, and groups with only committed offsets left.
+        let names: BTreeSet<Arc<str>> = consumers
+            .membership()
+            .views()
+            .keys()
+            .chain(topics_of.keys())
+            .cloned()
+            .collect();
+        for g in &names {
+            let view = consumers.membership().view(g).cloned().unwrap_or_default();
             let members: Vec<serde_json::Value> = view
                 .members
                 .iter()

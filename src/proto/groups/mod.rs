@@ -413,6 +413,20 @@ impl ConsumerGroups {
         }
     }
 
+    /// Tells the groups of a log that exists already (at start, or when a
+    /// member joins while no record flows): `next` is the offset the log will
+    /// give next. Streams of local groups that take `topic` open there, so
+    /// their members catch up from the committed offsets without waiting for
+    /// a live record.
+    pub fn open_streams(&mut self, topic: &str, source: NodeId, next: Offset) {
+        for group in self.local_groups_for(topic) {
+            let skey: StreamKey = (group, Arc::from(topic), source);
+            if !self.streams.contains_key(&skey) {
+                self.open_stream(&skey, next);
+            }
+        }
+    }
+
     /// Feeds one record read from the log for a catch-up, in offset order
     /// from [`catch_up_from`](Self::catch_up_from). Delivers it if a
     /// catching-up member owns its partition; moves every catching-up

@@ -336,3 +336,34 @@ fn topic_filters_match_like_netconf_patterns() {
     assert!(TopicFilter::parse("*").matches("anything"));
     assert!(TopicFilter::parse("a.b").matches("a.b") && !TopicFilter::parse("a.b").matches("a.bc"));
 }
+
+#[test]
+fn a_member_joining_while_nothing_flows_catches_up_on_an_existing_log() {
+    let now = Instant::now();
+    let mut a = ConsumerGroups::new(NodeId(1), cfg(1));
+    a.restore_commit(
+        CommitKey {
+            group: Arc::from("g"),
+            topic: Arc::from(T),
+            source: NodeId(9),
+            partition: 0,
+        },
+        Offset(3),
+    );
+    a.join(now, spec("g", "x")).unwrap();
+    a.open_streams(T, NodeId(9), Offset(5));
+    assert_eq!(a.catch_up_from("g", T, NodeId(9)), Some(Offset(3)));
+    let got: Vec<u64> = (3..5)
+        .filter(|o| {
+            matches!(
+                a.catch_up("g", T, NodeId(9), Offset(*o), Some(&key(*o))),
+                Route::Deliver { .. }
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![3, 4]);
+    assert!(matches!(
+        a.route("g", T, NodeId(9), Offset(5), Some(&key(5))),
+        Route::Deliver { .. }
+    ));
+}
