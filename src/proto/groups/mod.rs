@@ -953,6 +953,3 @@ impl ConsumerGroups {
         out
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,8 +1,13 @@
-//! Scripted dialogues between `ConsumerGroups` of two or three daemons,
-//! with the announcement bytes handed over by hand.
+//! Consumer groups (`proto::groups`) as scripted dialogues between the
+//! `ConsumerGroups` of two daemons, with the announcement bytes handed over
+//! by hand: agreement, expiry, leave, handover from the committed offset,
+//! commit sharing, member lists in parts, restarts.
 
-use super::*;
-use crate::wire::AnnounceRepr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use castlog::proto::groups::*;
+use castlog::wire::{AnnounceKind, AnnounceRepr, NodeId, Offset, SessionId};
 
 const T: &str = "orders.eu";
 
