@@ -43,6 +43,9 @@ struct Params {
     loss: f64,
 }
 
+/// (daemon, group, member, source, partition).
+type OrderKey = (usize, Arc<str>, Arc<str>, NodeId, u32);
+
 /// One delivery to a member.
 #[derive(Debug, Clone)]
 struct Delivery {
@@ -76,7 +79,7 @@ struct World {
     members: BTreeMap<(usize, Arc<str>, Arc<str>), MemberState>,
     /// Per (node, member, source, partition): last offset delivered while
     /// owning it (reset on assignment).
-    order: BTreeMap<(usize, Arc<str>, Arc<str>, NodeId, u32), Offset>,
+    order: BTreeMap<OrderKey, Offset>,
     /// Records delivered but not committed, summed at each rebalance, plus
     /// records published in the settle window around it.
     in_flight_at_changes: u64,

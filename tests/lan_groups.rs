@@ -1,6 +1,6 @@
 //! Consumer groups across real daemons on namespace hosts: a group with one
-//! member on each of 3 hosts shares 30,000 keyed records published on host
-//! 1. One member's process dies mid-stream (its connection closes with
+//! member on each of 3 hosts shares 30,000 keyed records published on the
+//! first host. One member's process dies mid-stream (its connection closes with
 //! records processed and not committed), then a whole daemon is killed
 //! with its member. The remaining members take over their partitions from
 //! the committed offsets, and the union of what the group processed covers

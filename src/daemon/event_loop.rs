@@ -298,7 +298,8 @@ impl Daemon {
                 self.subs.remove(conn, sub_id);
             }
             Request::Commit(c) => {
-                if !self.group_commit(now, conn, &c) {
+                let by_group = self.group_commit(now, conn, &c);
+                if !by_group {
                     self.subs.commit(c);
                 }
             }

@@ -92,11 +92,14 @@ impl CommitTable {
 /// partition's offset is raised by a later commit instead).
 pub const PENDING_MAX: usize = 1 << 16;
 
+/// (offset, partition) of delivered records, in delivery order.
+type Delivered = VecDeque<(Offset, u32)>;
+
 /// What one local member was delivered and has not committed, per (topic,
 /// source), in delivery order.
 #[derive(Debug, Default)]
 pub struct Pending {
-    queues: BTreeMap<(Arc<str>, NodeId), VecDeque<(Offset, u32)>>,
+    queues: BTreeMap<(Arc<str>, NodeId), Delivered>,
     len: usize,
 }
 

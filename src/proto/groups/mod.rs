@@ -266,7 +266,21 @@ pub struct GroupStats {
     pub pending_forgotten: u64,
 }
 
-type StreamKey = (Arc<str>, Arc<str>, NodeId);
+/// (consumer group, topic, source).
+pub type StreamKey = (Arc<str>, Arc<str>, NodeId);
+
+/// A partition's cursor when a local member owns it, for reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CursorReport {
+    pub member: Arc<str>,
+    /// Every record of the partition below it was delivered.
+    pub next: Offset,
+    /// Taking live records (else catching up from the log).
+    pub live: bool,
+}
+
+/// One partition's local cursor, if a local member owns it.
+pub type LocalCursor = Option<CursorReport>;
 type LocalKey = (Arc<str>, Arc<str>);
 
 struct LocalMember {
@@ -752,25 +766,18 @@ impl ConsumerGroups {
     }
 
     /// Streams this daemon routes: (group, topic, source), partitions,
-    /// epoch, and the local cursor per partition (member, next, live).
-    pub fn streams(
-        &self,
-    ) -> impl Iterator<
-        Item = (
-            &StreamKey,
-            u32,
-            Epoch,
-            Vec<Option<(Arc<str>, Offset, bool)>>,
-        ),
-    > {
+    /// epoch, and the local cursor of each partition.
+    pub fn streams(&self) -> impl Iterator<Item = (&StreamKey, u32, Epoch, Vec<LocalCursor>)> {
         self.streams.iter().map(|(k, s)| {
             let cursors = s
                 .parts
                 .iter()
                 .map(|p| {
-                    p.cursor
-                        .as_ref()
-                        .map(|c| (c.member.clone(), c.next, c.live))
+                    p.cursor.as_ref().map(|c| CursorReport {
+                        member: c.member.clone(),
+                        next: c.next,
+                        live: c.live,
+                    })
                 })
                 .collect();
             (k, s.partitions, s.epoch, cursors)
