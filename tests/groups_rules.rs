@@ -372,3 +372,41 @@ fn a_member_joining_while_nothing_flows_catches_up_on_an_existing_log() {
         Route::Deliver { .. }
     ));
 }
+
+#[test]
+fn a_paused_member_gets_the_following_records_from_the_log_in_order() {
+    let now = Instant::now();
+    let mut a = ConsumerGroups::new(NodeId(1), cfg(2));
+    a.join(now, spec("g", "x")).unwrap();
+    for o in 0..3u64 {
+        assert!(matches!(
+            a.route("g", T, NodeId(9), Offset(o), Some(&key(o))),
+            Route::Deliver { .. }
+        ));
+    }
+    a.pause("g", "x");
+    for o in 3..6u64 {
+        assert!(matches!(
+            a.route("g", T, NodeId(9), Offset(o), Some(&key(o))),
+            Route::Hold { .. }
+        ));
+    }
+    assert_eq!(a.catch_up_from("g", T, NodeId(9)), Some(Offset(3)));
+    assert_eq!(
+        a.catching_up_members("g", T, NodeId(9)),
+        vec![Arc::<str>::from("x")]
+    );
+    let got: Vec<u64> = (0..6u64)
+        .filter(|o| {
+            matches!(
+                a.catch_up("g", T, NodeId(9), Offset(*o), Some(&key(*o))),
+                Route::Deliver { .. }
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![3, 4, 5]);
+    assert!(matches!(
+        a.route("g", T, NodeId(9), Offset(6), Some(&key(6))),
+        Route::Deliver { .. }
+    ));
+}

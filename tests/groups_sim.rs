@@ -470,6 +470,13 @@ impl World {
                     self.set_isolated(k, false);
                 }
             }
+            // Now and then a member's connection backs up: the daemon
+            // pauses it and it continues from the log.
+            if self.rng.chance(1.0 / 50.0) {
+                let n = self.rng.below(DAEMONS as u64) as usize;
+                let m = member_name(n, self.rng.below(SLOTS as u64) as usize);
+                self.sim.node(n).consumers_mut().pause(WORKERS, &m);
+            }
             // About one membership change every 150ms.
             if self.rng.chance(1.0 / 150.0) {
                 let n = self.rng.below(DAEMONS as u64) as usize;

@@ -29,6 +29,9 @@ use crate::wire::{NodeId, Offset};
 
 /// Record bytes read from the log per catching-up stream per loop round.
 const CATCH_UP_BYTES: usize = 256 << 10;
+/// Bytes queued to a member's connection above which its records wait in
+/// the log until it has read some (as for plain subscriptions).
+const BACKLOG_LIMIT: usize = 8 << 20;
 /// How often changed committed offsets are written to disk.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -303,10 +306,17 @@ impl Daemon {
         else {
             return;
         };
+        let conn = m.conn;
+        let sub_id = m.sub_id;
+        if self.ipc.backlog(conn) >= BACKLOG_LIMIT {
+            // This one was routed to it already; what follows waits in the log.
+            self.node.consumers_mut().pause(group, member);
+            self.group_members.lagging = true;
+        }
         self.ipc.send_record(
-            m.conn,
+            conn,
             &DeliveryRef {
-                sub_id: m.sub_id,
+                sub_id,
                 topic,
                 source,
                 source_name,
@@ -369,6 +379,18 @@ impl Daemon {
     fn group_catch_up(&mut self) {
         let mut still = false;
         for (group, topic, source, from) in self.node.consumers().catching_up() {
+            // A member that cannot take more holds the stream's feed back.
+            let backed_up = self
+                .node
+                .consumers()
+                .catching_up_members(&group, &topic, source)
+                .iter()
+                .filter_map(|id| self.group_members.members.get(&(group.clone(), id.clone())))
+                .any(|m| self.ipc.backlog(m.conn) >= BACKLOG_LIMIT);
+            if backed_up {
+                still = true;
+                continue;
+            }
             let Ok(log) = self.log.log(&topic, source) else {
                 continue;
             };

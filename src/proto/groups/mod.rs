@@ -491,6 +491,49 @@ impl ConsumerGroups {
         }
     }
 
+    /// Stops live delivery to a member (its connection is backed up): its
+    /// live cursors become catching-up ones at the same position, so the
+    /// records that follow are held and later read from the log, in order.
+    pub fn pause(&mut self, group: &str, member: &str) {
+        for ((g, _, _), stream) in self.streams.iter_mut() {
+            if g.as_ref() != group {
+                continue;
+            }
+            let fed = stream.fed;
+            for part in stream.parts.iter_mut() {
+                if let Some(c) = part
+                    .cursor
+                    .as_mut()
+                    .filter(|c| c.live && &*c.member == member)
+                {
+                    // A live cursor has seen every record routed so far.
+                    c.next = c.next.max(fed);
+                    c.live = false;
+                }
+            }
+        }
+    }
+
+    /// Members catching up on a stream (to see whether they can take more).
+    pub fn catching_up_members(&self, group: &str, topic: &str, source: NodeId) -> Vec<Arc<str>> {
+        let skey: StreamKey = (Arc::from(group), Arc::from(topic), source);
+        let mut out: Vec<Arc<str>> = self
+            .streams
+            .get(&skey)
+            .map(|s| {
+                s.parts
+                    .iter()
+                    .filter_map(|p| p.cursor.as_ref())
+                    .filter(|c| !c.live)
+                    .map(|c| c.member.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Where the log feed of a stream must start, if a local member of
     /// `group` is catching up on it.
     pub fn catch_up_from(&self, group: &str, topic: &str, source: NodeId) -> Option<Offset> {
