@@ -394,3 +394,80 @@ fn data_is_paced_by_the_rate_limit() {
         "100 KB took {took:?} at 1 MB/s"
     );
 }
+
+#[test]
+fn replay_carries_records_larger_than_a_datagram_in_pieces_despite_loss() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let mut a = node(1, &cfg, t0);
+    let mut b = node(2, &cfg, t0);
+    drain(&mut a, t0);
+    drain(&mut b, t0);
+    let sizes = [10usize, 300_000, 20, 70_000, 5];
+    let log: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(o, &n)| {
+            let mut v = Vec::new();
+            let value: Vec<u8> = (0..n).map(|i| (i * 7 + o) as u8).collect();
+            RecordRepr { topic: Default::default(), offset: Offset(o as u64), timestamp_ms: 0, key: b"k", value: &value }.emit_to_vec(&mut v).unwrap();
+            v
+        })
+        .collect();
+    b.request_replay(t0, addr(1), NodeId(1), "t", Offset(0), Offset(u64::MAX));
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut done = None;
+    let mut now = t0;
+    let mut dropped = 0;
+    let mut k = 0u64;
+    for _ in 0..2000 {
+        for (_, f) in drain(&mut b, now) {
+            a.handle_datagram(now, addr(2), None, &f);
+        }
+        for e in events(&mut a) {
+            if let Event::ReplayRead(serve) = e {
+                let mut bytes = Vec::new();
+                let mut next = serve.from.0;
+                while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
+                    bytes.extend_from_slice(&log[next as usize]);
+                    next += 1;
+                }
+                let status = if next >= log.len() as u64 { ReplayStatus::ReachedEnd } else { ReplayStatus::ChunkDone };
+                a.supply_replay_chunk(now, &serve, &bytes, castlog::proto::replay_end(status, Offset(next), Offset(0)));
+            }
+        }
+        for (_, f) in drain(&mut a, now) {
+            k += 1;
+            // Lose every 37th datagram: pieces of the large records too.
+            if k % 37 == 0 {
+                dropped += 1;
+                continue;
+            }
+            b.handle_datagram(now, addr(1), None, &f);
+        }
+        for e in events(&mut b) {
+            match e {
+                Event::ReplayRecords { records, .. } => {
+                    for r in castlog::wire::Records::count_checked(&records).unwrap() {
+                        assert_eq!(r.offset.0, got.len() as u64, "in offset order, once");
+                        got.push(r.value.to_vec());
+                    }
+                }
+                Event::ReplayDone { outcome, .. } => done = Some(outcome),
+                _ => {}
+            }
+        }
+        if done.is_some() {
+            break;
+        }
+        now += Duration::from_millis(50);
+        b.handle_timeout(now);
+    }
+    assert!(dropped > 5);
+    assert_eq!(done, Some(ReplayOutcome::Complete { next_offset: Offset(5) }));
+    assert_eq!(got.len(), 5);
+    for (o, v) in got.iter().enumerate() {
+        assert_eq!(v.len(), sizes[o]);
+        assert!(v.iter().enumerate().all(|(i, b)| *b == (i * 7 + o) as u8), "record {o} intact");
+    }
+}

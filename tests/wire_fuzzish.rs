@@ -186,6 +186,7 @@ impl OwnedFrame {
                 request_id: *request_id,
                 count: *count,
                 records,
+                fragment: None,
             }),
             OwnedBody::ReplayEnd {
                 request_id,

@@ -19,8 +19,8 @@ use super::node::Outputs;
 use super::sender::emit;
 use super::{Dest, Event};
 use crate::wire::{
-    Body, Flags, FrameRepr, FrameType, HeaderRepr, NodeId, Offset, RecordRepr, ReplayDataRepr,
-    ReplayEndRepr, ReplayRequestRepr, ReplayStatus, SessionId,
+    Body, Flags, FragmentRepr, FrameRepr, FrameType, HeaderRepr, NodeId, Offset, RecordRepr,
+    ReplayDataRepr, ReplayEndRepr, ReplayFragment, ReplayRequestRepr, ReplayStatus, SessionId,
 };
 
 /// Bytes asked for per chunk.
@@ -91,7 +91,21 @@ struct Pending {
     retries: u32,
     data_this_round: bool,
     empty_ends_at: Option<Offset>,
+    /// A large record being put together from REPLAY_DATA pieces; kept
+    /// across re-asks so each round fills only what is still missing.
+    partial: Option<Partial>,
 }
+
+struct Partial {
+    offset: Offset,
+    buf: Vec<u8>,
+    have: std::collections::BTreeSet<u32>,
+    bytes: usize,
+}
+
+/// Largest record the client reassembles (the protocol's 64 MiB values plus
+/// header and key).
+const MAX_RECORD_BYTES: u32 = (64 << 20) + 65_536 + 64;
 
 pub struct ReplayClient {
     next_id: u32,
@@ -133,6 +147,7 @@ impl ReplayClient {
             retries: 0,
             data_this_round: false,
             empty_ends_at: None,
+            partial: None,
         };
         send_request(out, own, id, &p);
         self.pending.insert(id, p);
@@ -148,6 +163,10 @@ impl ReplayClient {
             return;
         };
         p.deadline = now + RETRY_AFTER;
+        if let Some(frag) = data.fragment {
+            Self::handle_piece(out, ReplayId(data.request_id), p, frag);
+            return;
+        }
         let mut start = None;
         let mut end = 0usize;
         let mut count = 0usize;
@@ -178,6 +197,55 @@ impl ReplayClient {
                 records: Bytes::copy_from_slice(data.records.get(s..end).unwrap_or_default()),
                 count,
             });
+        }
+    }
+
+    fn handle_piece(out: &mut Outputs, id: ReplayId, p: &mut Pending, frag: ReplayFragment) {
+        let piece = frag.piece;
+        if frag.offset != p.expected || p.expected >= p.to || piece.total_len > MAX_RECORD_BYTES {
+            return;
+        }
+        let partial = match &mut p.partial {
+            Some(part)
+                if part.offset == frag.offset && part.buf.len() == piece.total_len as usize =>
+            {
+                part
+            }
+            _ => p.partial.insert(Partial {
+                offset: frag.offset,
+                buf: vec![0u8; piece.total_len as usize],
+                have: std::collections::BTreeSet::new(),
+                bytes: 0,
+            }),
+        };
+        let start = piece.frag_offset as usize;
+        let Some(dst) = partial.buf.get_mut(start..start + piece.chunk.len()) else {
+            return;
+        };
+        if !partial.have.insert(piece.frag_offset) {
+            return;
+        }
+        dst.copy_from_slice(piece.chunk);
+        partial.bytes += piece.chunk.len();
+        p.data_this_round = true;
+        if partial.bytes < partial.buf.len() {
+            return;
+        }
+        let Some(done) = p.partial.take() else { return };
+        match RecordRepr::parse(&done.buf) {
+            Ok(rec) if rec.offset == p.expected => {
+                p.expected = rec.offset.next();
+                p.empty_ends_at = None;
+                out.stats.replay_records_received += 1;
+                out.events.push_back(Event::ReplayRecords {
+                    id,
+                    source: p.log_node,
+                    topic: p.topic.clone(),
+                    records: Bytes::from(done.buf),
+                    count: 1,
+                });
+            }
+            _ => {} // a bad reassembly: asked again at END
         }
     }
 
@@ -306,18 +374,26 @@ pub(crate) fn serve_chunk(
         let mut len = 0usize;
         let mut count = 0u16;
         while len < rest.len() && count < u16::MAX {
-            let Ok((_, rec_len)) = RecordRepr::parse_prefix(&rest[len..]) else {
+            let Ok((rec, rec_len)) = RecordRepr::parse_prefix(&rest[len..]) else {
                 rest = &[]; // invariant: the log verified these; stop if not
                 break;
             };
-            if count > 0 && len + rec_len > REPLAY_MTU {
+            if rec_len > REPLAY_MTU {
+                if count == 0 {
+                    // Too large for one datagram: send it in pieces.
+                    send_pieces(out, own, serve, rec.offset, &rest[..rec_len]);
+                    rest = &rest[rec_len..];
+                }
+                break;
+            }
+            if len + rec_len > REPLAY_MTU {
                 break;
             }
             len += rec_len;
             count += 1;
         }
         if count == 0 {
-            break;
+            continue;
         }
         let (chunk, tail) = rest.split_at(len.min(rest.len()));
         let repr = FrameRepr {
@@ -326,6 +402,7 @@ pub(crate) fn serve_chunk(
                 request_id: serve.request_id,
                 count,
                 records: chunk,
+                fragment: None,
             }),
         };
         out.queue(Dest::Peer(serve.peer), emit(&repr));
@@ -342,4 +419,33 @@ pub(crate) fn serve_chunk(
         }),
     };
     out.queue(Dest::Peer(serve.peer), emit(&repr));
+}
+
+fn send_pieces(out: &mut Outputs, own: NodeId, serve: &ReplayServe, offset: Offset, record: &[u8]) {
+    let total_len = u32::try_from(record.len()).unwrap_or(u32::MAX);
+    for (i, chunk) in record.chunks(REPLAY_MTU).enumerate() {
+        let repr = FrameRepr {
+            header: HeaderRepr {
+                frame_type: FrameType::ReplayData,
+                flags: Flags::FRAGMENT,
+                node: own,
+                session: SessionId(0),
+            },
+            body: Body::ReplayData(ReplayDataRepr {
+                request_id: serve.request_id,
+                count: 0,
+                records: &[],
+                fragment: Some(ReplayFragment {
+                    offset,
+                    piece: FragmentRepr {
+                        total_len,
+                        frag_offset: (i * REPLAY_MTU) as u32,
+                        chunk,
+                    },
+                }),
+            }),
+        };
+        out.queue(Dest::Peer(serve.peer), emit(&repr));
+    }
+    out.stats.replay_records_sent += 1;
 }

@@ -99,7 +99,7 @@ impl<'a> FragmentRepr<'a> {
         u64::from(self.frag_offset) + self.chunk.len() as u64 == u64::from(self.total_len)
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let end = u64::from(self.frag_offset) + self.chunk.len() as u64;
         if end > u64::from(self.total_len) {
             return Err(Error::BadLength {

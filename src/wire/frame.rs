@@ -69,7 +69,7 @@ impl<'a> Body<'a> {
             FrameType::Unrecoverable => Body::Unrecoverable(UnrecoverableRepr::parse(payload)?),
             FrameType::Status => Body::Status(StatusRepr::parse(payload)?),
             FrameType::ReplayRequest => Body::ReplayRequest(ReplayRequestRepr::parse(payload)?),
-            FrameType::ReplayData => Body::ReplayData(ReplayDataRepr::parse(payload)?),
+            FrameType::ReplayData => Body::ReplayData(ReplayDataRepr::parse(payload, flags)?),
             FrameType::ReplayEnd => Body::ReplayEnd(ReplayEndRepr::parse(payload)?),
             FrameType::Announce => Body::Announce(AnnounceRepr::parse(payload)?),
             FrameType::Unknown(code) => Body::Unknown {
@@ -202,6 +202,7 @@ impl<'a> FrameRepr<'a> {
 fn header_flags(flags: Flags, body: &Body<'_>) -> Flags {
     match body {
         Body::Data(d) => flags.without(Flags::FRAGMENT).with(d.flags()),
+        Body::ReplayData(d) => flags.without(Flags::FRAGMENT).with(d.flags()),
         _ => flags,
     }
 }
@@ -313,6 +314,7 @@ mod tests {
                 request_id: 1,
                 count: 1,
                 records: recs,
+                fragment: None,
             }),
             Body::ReplayEnd(ReplayEndRepr {
                 request_id: 1,

@@ -58,5 +58,7 @@ pub use ids::{NodeId, Offset, Seq, SessionId, TopicId};
 pub use nak::{NakRepr, SeqRange};
 pub use ncf::{NcfRepr, UnrecoverableRepr};
 pub use record::{RecordRepr, Records};
-pub use replay::{ReplayDataRepr, ReplayEndRepr, ReplayRequestRepr, ReplayStatus, TO_TAIL};
+pub use replay::{
+    ReplayDataRepr, ReplayEndRepr, ReplayFragment, ReplayRequestRepr, ReplayStatus, TO_TAIL,
+};
 pub use status::StatusRepr;

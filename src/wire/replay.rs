@@ -45,7 +45,7 @@
 //! ```
 
 use super::codec::{len_u16, Reader, Writer};
-use super::{Error, NodeId, Offset, Records, Result};
+use super::{Error, Flags, FragmentRepr, NodeId, Offset, Records, Result};
 
 /// `to` value that means "up to the tail of the log".
 pub const TO_TAIL: Offset = Offset(u64::MAX);
@@ -114,47 +114,111 @@ impl<'a> ReplayRequestRepr<'a> {
     }
 }
 
-/// A REPLAY_DATA body: records borrowed from the datagram.
+/// A piece of one record too large for a datagram, in a REPLAY_DATA frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayFragment<'a> {
+    /// The record's offset: pieces can be matched to their record even when
+    /// earlier datagrams of the answer were lost.
+    pub offset: Offset,
+    pub piece: FragmentRepr<'a>,
+}
+
+/// A REPLAY_DATA body: records borrowed from the datagram, or (header flag
+/// `FRAGMENT`, `record_count` 0) one piece of a record too large for one
+/// datagram: after the 8 bytes above, `offset` u64 (the record's), then the
+/// DATA fragment layout: `total_len` u32, `frag_offset` u32, the chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayDataRepr<'a> {
     pub request_id: u32,
     pub count: u16,
-    /// Exactly `count` records (checked by `parse` and `emit`).
+    /// Exactly `count` records (checked by `parse` and `emit`); empty for a
+    /// fragment.
     pub records: &'a [u8],
+    pub fragment: Option<ReplayFragment<'a>>,
 }
 
 impl<'a> ReplayDataRepr<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<ReplayDataRepr<'a>> {
+    /// Parses a REPLAY_DATA body; the header's `FRAGMENT` flag selects the
+    /// layout.
+    pub fn parse(body: &'a [u8], flags: Flags) -> Result<ReplayDataRepr<'a>> {
         let mut r = Reader::new(body);
         let request_id = r.u32()?;
         let count = r.u16()?;
         r.skip(2)?;
+        if flags.contains(Flags::FRAGMENT) {
+            if count != 0 {
+                return Err(Error::Malformed {
+                    frame: "REPLAY_DATA",
+                    reason: "fragment with a nonzero record_count",
+                });
+            }
+            let offset = Offset(r.u64()?);
+            let piece = FragmentRepr {
+                total_len: r.u32()?,
+                frag_offset: r.u32()?,
+                chunk: r.rest(),
+            };
+            piece.check()?;
+            let frag = ReplayFragment { offset, piece };
+            return Ok(ReplayDataRepr {
+                request_id,
+                count,
+                records: &[],
+                fragment: Some(frag),
+            });
+        }
         let records = r.rest();
         Records::new_checked(records, usize::from(count))?;
         Ok(ReplayDataRepr {
             request_id,
             count,
             records,
+            fragment: None,
         })
     }
 
-    /// The records, in log order.
+    /// The records, in log order (none for a fragment).
     pub fn records(&self) -> Records<'a> {
         Records::new_checked(self.records, usize::from(self.count))
             .unwrap_or_else(|_| super::data::no_records())
     }
 
+    /// Header flags this body needs.
+    pub fn flags(&self) -> Flags {
+        if self.fragment.is_some() {
+            Flags::FRAGMENT
+        } else {
+            Flags::default()
+        }
+    }
+
     pub fn buffer_len(&self) -> usize {
-        REPLAY_DATA_HEADER_LEN + self.records.len()
+        match &self.fragment {
+            Some(f) => REPLAY_DATA_HEADER_LEN + 16 + f.piece.chunk.len(),
+            None => REPLAY_DATA_HEADER_LEN + self.records.len(),
+        }
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
-        Records::new_checked(self.records, usize::from(self.count))?;
         let mut w = Writer::new(buf, self.buffer_len())?;
         w.u32(self.request_id);
-        w.u16(self.count);
-        w.zeros(2);
-        w.put(self.records);
+        match &self.fragment {
+            Some(f) => {
+                f.piece.check()?;
+                w.u16(0);
+                w.zeros(2);
+                w.u64(f.offset.0);
+                w.u32(f.piece.total_len);
+                w.u32(f.piece.frag_offset);
+                w.put(f.piece.chunk);
+            }
+            None => {
+                Records::new_checked(self.records, usize::from(self.count))?;
+                w.u16(self.count);
+                w.zeros(2);
+                w.put(self.records);
+            }
+        }
         w.finish()
     }
 }
@@ -319,11 +383,12 @@ mod tests {
             request_id: 7,
             count: 1,
             records: &recs,
+            fragment: None,
         };
         let mut buf = vec![0u8; repr.buffer_len()];
         assert_eq!(repr.emit(&mut buf), Ok(36));
         assert_eq!(buf, GOLDEN_DATA);
-        let parsed = ReplayDataRepr::parse(&GOLDEN_DATA).unwrap();
+        let parsed = ReplayDataRepr::parse(&GOLDEN_DATA, Flags::default()).unwrap();
         assert_eq!(parsed, repr);
         assert_eq!(parsed.records().collect::<Vec<_>>(), vec![record()]);
     }
@@ -346,7 +411,7 @@ mod tests {
         }
         for len in 0..GOLDEN_DATA.len() {
             assert!(
-                ReplayDataRepr::parse(&GOLDEN_DATA[..len]).is_err(),
+                ReplayDataRepr::parse(&GOLDEN_DATA[..len], Flags::default()).is_err(),
                 "len {len}"
             );
         }
@@ -388,6 +453,47 @@ mod tests {
                 ReplayStatus::from_code(code),
                 ReplayStatus::Unknown(_)
             ));
+        }
+    }
+
+    #[test]
+    fn replay_fragment_round_trips_and_checks_its_bounds() {
+        let chunk = [7u8; 10];
+        let repr = ReplayDataRepr {
+            request_id: 3,
+            count: 0,
+            records: &[],
+            fragment: Some(ReplayFragment {
+                offset: Offset(42),
+                piece: FragmentRepr {
+                    total_len: 100,
+                    frag_offset: 90,
+                    chunk: &chunk,
+                },
+            }),
+        };
+        let mut buf = vec![0u8; repr.buffer_len()];
+        assert_eq!(repr.emit(&mut buf), Ok(buf.len()));
+        assert_eq!(ReplayDataRepr::parse(&buf, Flags::FRAGMENT), Ok(repr));
+        // Without the flag the same bytes are not a valid record batch.
+        assert!(ReplayDataRepr::parse(&buf, Flags::default()).is_err());
+        // A piece past total_len is refused.
+        let bad = ReplayDataRepr {
+            fragment: Some(ReplayFragment {
+                offset: Offset(42),
+                piece: FragmentRepr {
+                    total_len: 95,
+                    frag_offset: 90,
+                    chunk: &chunk,
+                },
+            }),
+            ..repr
+        };
+        assert!(bad.emit(&mut buf).is_err());
+        // Cut inside the fixed part: an error (the chunk's own length is
+        // the frame's, which the header's frame_len and CRC protect).
+        for len in 0..24 {
+            assert!(ReplayDataRepr::parse(&buf[..len], Flags::FRAGMENT).is_err());
         }
     }
 }
