@@ -410,7 +410,15 @@ fn replay_carries_records_larger_than_a_datagram_in_pieces_despite_loss() {
         .map(|(o, &n)| {
             let mut v = Vec::new();
             let value: Vec<u8> = (0..n).map(|i| (i * 7 + o) as u8).collect();
-            RecordRepr { topic: Default::default(), offset: Offset(o as u64), timestamp_ms: 0, key: b"k", value: &value }.emit_to_vec(&mut v).unwrap();
+            RecordRepr {
+                topic: Default::default(),
+                offset: Offset(o as u64),
+                timestamp_ms: 0,
+                key: b"k",
+                value: &value,
+            }
+            .emit_to_vec(&mut v)
+            .unwrap();
             v
         })
         .collect();
@@ -432,8 +440,17 @@ fn replay_carries_records_larger_than_a_datagram_in_pieces_despite_loss() {
                     bytes.extend_from_slice(&log[next as usize]);
                     next += 1;
                 }
-                let status = if next >= log.len() as u64 { ReplayStatus::ReachedEnd } else { ReplayStatus::ChunkDone };
-                a.supply_replay_chunk(now, &serve, &bytes, castlog::proto::replay_end(status, Offset(next), Offset(0)));
+                let status = if next >= log.len() as u64 {
+                    ReplayStatus::ReachedEnd
+                } else {
+                    ReplayStatus::ChunkDone
+                };
+                a.supply_replay_chunk(
+                    now,
+                    &serve,
+                    &bytes,
+                    castlog::proto::replay_end(status, Offset(next), Offset(0)),
+                );
             }
         }
         for (_, f) in drain(&mut a, now) {
@@ -464,10 +481,18 @@ fn replay_carries_records_larger_than_a_datagram_in_pieces_despite_loss() {
         b.handle_timeout(now);
     }
     assert!(dropped > 5);
-    assert_eq!(done, Some(ReplayOutcome::Complete { next_offset: Offset(5) }));
+    assert_eq!(
+        done,
+        Some(ReplayOutcome::Complete {
+            next_offset: Offset(5)
+        })
+    );
     assert_eq!(got.len(), 5);
     for (o, v) in got.iter().enumerate() {
         assert_eq!(v.len(), sizes[o]);
-        assert!(v.iter().enumerate().all(|(i, b)| *b == (i * 7 + o) as u8), "record {o} intact");
+        assert!(
+            v.iter().enumerate().all(|(i, b)| *b == (i * 7 + o) as u8),
+            "record {o} intact"
+        );
     }
 }

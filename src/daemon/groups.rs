@@ -156,6 +156,7 @@ impl Daemon {
         let id: Arc<str> = Arc::from(format!("{}.{}", self.name, self.group_members.next_id));
         let start = match s.from {
             StartFrom::Latest => StartPolicy::Latest,
+            StartFrom::Offset(o) => StartPolicy::At(o),
             _ => StartPolicy::Earliest,
         };
         let spec = MemberSpec {

@@ -121,6 +121,8 @@ pub enum StartPolicy {
     Earliest,
     /// From the records that arrive after the assignment.
     Latest,
+    /// From this offset of every source's log of the topic.
+    At(Offset),
 }
 
 /// A local member, as the daemon registers it.
@@ -665,6 +667,7 @@ impl ConsumerGroups {
                         (Some(c), _) => c,
                         (None, StartPolicy::Earliest) => Offset(0),
                         (None, StartPolicy::Latest) => stream.fed,
+                        (None, StartPolicy::At(o)) => o,
                     };
                     let live = from >= stream.fed;
                     if let Some(part) = stream.part_mut(partition) {
