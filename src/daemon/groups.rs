@@ -561,10 +561,7 @@ impl Daemon {
                 .insert((k.topic.clone(), k.source));
         }
         for ((g, t, s), ..) in consumers.streams() {
-            topics_of
-                .entry(g.clone())
-                .or_default()
-                .insert((t.clone(), *s));
+            topics_of.entry(g).or_default().insert((t, s));
         }
         let mut rows = Vec::new();
         // Groups with members, and groups with only committed offsets left.

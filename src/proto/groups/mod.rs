@@ -61,7 +61,7 @@ use crate::wire::announce::EXTENSION_HEADER_LEN;
 use crate::wire::member::{CommitRepr, MemberExt, MemberRepr, MemberSetRepr, MEMBER_SET_LEN};
 use crate::wire::{AnnounceKind, Extensions, NodeId, Offset, SessionId};
 use commits::Pending;
-use route::{Change, Cursor, Stream};
+use route::{Change, Cursor, Stream, StreamTable};
 
 /// A member anywhere: the daemon it is on and its id there. Ordered by
 /// node, then id: the sorted member list every daemon agrees on.
@@ -268,8 +268,7 @@ pub struct GroupStats {
     pub pending_forgotten: u64,
 }
 
-/// (consumer group, topic, source).
-pub type StreamKey = (Arc<str>, Arc<str>, NodeId);
+pub use route::StreamKey;
 
 /// A partition's cursor when a local member owns it, for reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,7 +296,7 @@ struct LocalMember {
 pub struct ConsumerGroups {
     membership: GroupMembership,
     commits: CommitTable,
-    streams: BTreeMap<StreamKey, Stream>,
+    streams: StreamTable,
     locals: BTreeMap<LocalKey, LocalMember>,
     events: VecDeque<GroupEvent>,
     stats: GroupStats,
@@ -313,7 +312,7 @@ impl ConsumerGroups {
         ConsumerGroups {
             membership: GroupMembership::new(node, cfg),
             commits: CommitTable::default(),
-            streams: BTreeMap::new(),
+            streams: StreamTable::default(),
             locals: BTreeMap::new(),
             events: VecDeque::new(),
             stats: GroupStats::default(),
@@ -393,11 +392,13 @@ impl ConsumerGroups {
         offset: Offset,
         key: Option<&[u8]>,
     ) -> Route {
-        let skey: StreamKey = (Arc::from(group), Arc::from(topic), source);
-        if !self.streams.contains_key(&skey) && !self.open_stream(&skey, offset) {
-            return Route::NotHere;
+        if self.streams.find(group, topic, source).is_none() {
+            let skey: StreamKey = (Arc::from(group), Arc::from(topic), source);
+            if !self.open_stream(&skey, offset) {
+                return Route::NotHere;
+            }
         }
-        let Some(stream) = self.streams.get_mut(&skey) else {
+        let Some((skey, stream)) = self.streams.find_mut(group, topic, source) else {
             return Route::NotHere;
         };
         if offset < stream.fed {
@@ -437,7 +438,7 @@ impl ConsumerGroups {
     pub fn open_streams(&mut self, topic: &str, source: NodeId, next: Offset) {
         for group in self.local_groups_for(topic) {
             let skey: StreamKey = (group, Arc::from(topic), source);
-            if !self.streams.contains_key(&skey) {
+            if !self.streams.contains(&skey) {
                 self.open_stream(&skey, next);
             }
         }
@@ -456,8 +457,7 @@ impl ConsumerGroups {
         offset: Offset,
         key: Option<&[u8]>,
     ) -> Route {
-        let skey: StreamKey = (Arc::from(group), Arc::from(topic), source);
-        let Some(stream) = self.streams.get_mut(&skey) else {
+        let Some((skey, stream)) = self.streams.find_mut(group, topic, source) else {
             return Route::NotHere;
         };
         let partition = partition_for(key, stream.partitions, offset.0);
@@ -497,10 +497,7 @@ impl ConsumerGroups {
     /// live cursors become catching-up ones at the same position, so the
     /// records that follow are held and later read from the log, in order.
     pub fn pause(&mut self, group: &str, member: &str) {
-        for ((g, _, _), stream) in self.streams.iter_mut() {
-            if g.as_ref() != group {
-                continue;
-            }
+        for stream in self.streams.group_mut(group) {
             let fed = stream.fed;
             for part in stream.parts.iter_mut() {
                 if let Some(c) = part
@@ -518,10 +515,9 @@ impl ConsumerGroups {
 
     /// Members catching up on a stream (to see whether they can take more).
     pub fn catching_up_members(&self, group: &str, topic: &str, source: NodeId) -> Vec<Arc<str>> {
-        let skey: StreamKey = (Arc::from(group), Arc::from(topic), source);
         let mut out: Vec<Arc<str>> = self
             .streams
-            .get(&skey)
+            .find(group, topic, source)
             .map(|s| {
                 s.parts
                     .iter()
@@ -539,15 +535,16 @@ impl ConsumerGroups {
     /// Where the log feed of a stream must start, if a local member of
     /// `group` is catching up on it.
     pub fn catch_up_from(&self, group: &str, topic: &str, source: NodeId) -> Option<Offset> {
-        let skey: StreamKey = (Arc::from(group), Arc::from(topic), source);
-        self.streams.get(&skey).and_then(|s| s.catch_up_from())
+        self.streams
+            .find(group, topic, source)
+            .and_then(|s| s.catch_up_from())
     }
 
     /// Every stream with a member catching up: (group, topic, source, from).
     pub fn catching_up(&self) -> Vec<(Arc<str>, Arc<str>, NodeId, Offset)> {
         self.streams
             .iter()
-            .filter_map(|((g, t, s), st)| st.catch_up_from().map(|o| (g.clone(), t.clone(), *s, o)))
+            .filter_map(|((g, t, s), st)| st.catch_up_from().map(|o| (g, t, s, o)))
             .collect()
     }
 
@@ -613,12 +610,7 @@ impl ConsumerGroups {
                 epoch: view.epoch,
                 members: view.members.len(),
             });
-            let keys: Vec<StreamKey> = self
-                .streams
-                .keys()
-                .filter(|(sg, _, _)| sg == g)
-                .cloned()
-                .collect();
+            let keys: Vec<StreamKey> = self.streams.keys_of(g);
             for skey in keys {
                 let candidates = view.candidates(&skey.1);
                 let Some(stream) = self.streams.get_mut(&skey) else {
@@ -813,7 +805,7 @@ impl ConsumerGroups {
 
     /// Streams this daemon routes: (group, topic, source), partitions,
     /// epoch, and the local cursor of each partition.
-    pub fn streams(&self) -> impl Iterator<Item = (&StreamKey, u32, Epoch, Vec<LocalCursor>)> {
+    pub fn streams(&self) -> impl Iterator<Item = (StreamKey, u32, Epoch, Vec<LocalCursor>)> + '_ {
         self.streams.iter().map(|(k, s)| {
             let cursors = s
                 .parts
