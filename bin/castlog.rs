@@ -95,8 +95,8 @@ Examples:
   castlog sub 'jobs.*' --group workers";
 
 const STATS_LONG: &str = "\
-Print the daemon's counters, one `name value` per line (nested counters as
-dotted names), or the daemon's JSON document with --json.";
+Print the daemon's counters, one `name value` per line, sorted by name
+(nested counters as dotted names), or the daemon's JSON document with --json.";
 
 const STATS_EXAMPLES: &str = "\
 Examples:
@@ -454,6 +454,11 @@ fn run_pub(socket: &std::path::Path, args: PubArgs) -> Result<(), Failure> {
         let mut line = Vec::with_capacity(4096);
         loop {
             line.clear();
+            if !input.buffer().contains(&b'\n') {
+                // The next read may block (a slow pipe, `tail -F`): send what
+                // is batched first, so records never wait for later input.
+                publisher.client.flush()?;
+            }
             if input.read_until(b'\n', &mut line)? == 0 {
                 break;
             }
@@ -746,7 +751,7 @@ fn run_groups(socket: &std::path::Path, args: groups::GroupsArgs) -> Result<(), 
     Ok(())
 }
 
-/// Turns nested objects into `a.b.c value` lines, in the document's order.
+/// Turns nested objects into `a.b.c value` lines, sorted by name.
 fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
     match value {
         serde_json::Value::Object(map) => {

@@ -329,3 +329,98 @@ fn garbage_datagrams_are_counted_and_delivery_continues() {
         "sent {sent} garbage datagrams, none counted: {stats}"
     );
 }
+
+#[test]
+fn an_eight_mib_record_arrives_intact() {
+    let Some(s) = start(Kind::Multicast, 3, 3) else {
+        return;
+    };
+    let mut subs: Vec<Client> = s.daemons[1..].iter().map(subscribe_all).collect();
+    let value: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut p = s.daemons[0].client();
+    let offset = p
+        .publish_sync("blobs", Some(b"big"), &value, Duration::from_secs(20))
+        .expect("sync publish of 8 MiB");
+    assert_eq!(offset, Offset(0));
+    for sub in subs.iter_mut() {
+        let got = collect(sub, 1, Duration::from_secs(20));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].key.as_ref(), b"big");
+        assert!(got[0].value == value, "8 MiB value differs");
+    }
+}
+
+#[test]
+fn castlogd_exits_with_code_two_and_names_the_bad_netconf_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[node]\nlisten = \"127.0.0.1:0\"\n[group.g]\nkind = \"multicast\"\naddress = \"239.255.9.9:7400\"\nttl = 0\n[[topic]]\npattern = \"*\"\ngroup = \"g\"\n",
+    )
+    .expect("write netconf");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_castlogd"))
+        .arg("--netconf")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run castlogd");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:6") && stderr.contains("group.g.ttl"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn publishing_faster_than_the_flow_window_holds_records_back_and_loses_none() {
+    let Some(lan) = Lan::new_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tight = format!("{FAST}flow-window = \"64KiB\"\n");
+    let daemons: Vec<DaemonProc> = (1..=3)
+        .map(|i| {
+            let nc = lan_netconf(&lan, i, Kind::Multicast, &tight);
+            DaemonProc::start(Some(&lan), i, &format!("h{i}"), &nc, dir.path())
+        })
+        .collect();
+    lan.set_loss(3, 20).expect("set loss");
+    let mut subs: Vec<Client> = daemons[1..].iter().map(subscribe_all).collect();
+    let mut p = daemons[0].client();
+    let n = 4_000u64;
+    let pad = "x".repeat(1_000);
+    for k in 0..n {
+        p.publish_oneway("bulk", None, format!("v{k}{pad}").as_bytes())
+            .expect("publish");
+    }
+    p.flush().expect("flush");
+    p.ping().expect("ping");
+    let source = node_id_of(&daemons[0]);
+    for (k, sub) in subs.iter_mut().enumerate() {
+        let got = collect(sub, n as usize, Duration::from_secs(30));
+        let offsets: Vec<u64> = got
+            .iter()
+            .filter(|d| d.source == source)
+            .map(|d| d.offset.0)
+            .collect();
+        assert_eq!(offsets, (0..n).collect::<Vec<_>>(), "h{}", k + 2);
+        assert!(got
+            .iter()
+            .all(|d| d.value.len() == pad.len() + format!("v{}", d.offset.0).len()));
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&p.stats_json().expect("stats")).expect("json");
+    assert!(
+        stats["daemon"]["publishes_backpressured"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "the window never shut, so this test proves nothing: {stats}"
+    );
+    drop(daemons);
+}

@@ -40,12 +40,11 @@ fn append_n(log: &mut TopicLog, n: u64) {
     }
 }
 
+/// (offset, key, value) of records read back.
+type Read = Vec<(u64, Vec<u8>, Vec<u8>)>;
+
 /// Every record from `from` to the tail, reading `max_bytes` at a time.
-fn read_all(
-    log: &mut TopicLog,
-    from: Offset,
-    max_bytes: usize,
-) -> (Vec<(u64, Vec<u8>, Vec<u8>)>, Vec<Range<Offset>>) {
+fn read_all(log: &mut TopicLog, from: Offset, max_bytes: usize) -> (Read, Vec<Range<Offset>>) {
     let mut out = Vec::new();
     let mut holes = Vec::new();
     let mut at = from;
@@ -589,5 +588,63 @@ fn fsync_policies_count_their_syncs() {
             _ => assert_eq!(syncs, expect, "{policy:?}"),
         }
         dir.flush(10_000).unwrap();
+    }
+}
+
+#[test]
+fn large_batch_frames_read_back_from_any_offset_and_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_max_bytes: 1 << 20,
+        ..small_segments()
+    };
+    let mut dir = LogDir::open(tmp.path(), config).unwrap();
+    let log = dir.log("big", NODE).unwrap();
+    let values: Vec<Vec<u8>> = (0..3000u64)
+        .map(|i| vec![i as u8; 1000 + (i % 7) as usize])
+        .collect();
+    for chunk in values.chunks(300).enumerate() {
+        let batch: Vec<NewRecord<'_>> = chunk
+            .1
+            .iter()
+            .map(|v| NewRecord {
+                timestamp_ms: 1,
+                key: b"k",
+                value: v,
+            })
+            .collect();
+        let r = log.append_batch(0, &batch).unwrap();
+        assert_eq!(r.start, Offset(chunk.0 as u64 * 300));
+    }
+    assert!(log.segment_count() >= 3);
+    for (from, budget) in [
+        (0, 1 << 20),
+        (0, 100),
+        (1, 70_000),
+        (63, 64 << 10),
+        (64, 200_000),
+        (1500, 1 << 16),
+        (2999, 1 << 20),
+    ] {
+        let mut at = Offset(from);
+        let mut mine = Cursor::new(log, StartPosition::Offset(at));
+        loop {
+            let b = mine.poll(log, budget).unwrap();
+            if b.count == 0 {
+                break;
+            }
+            assert!(
+                b.count == 1 || b.bytes.len() <= budget,
+                "budget {budget}: {} bytes",
+                b.bytes.len()
+            );
+            assert_eq!(b.hole, None);
+            for r in b.records().unwrap() {
+                assert_eq!(r.offset, at, "from {from} budget {budget}");
+                assert_eq!(r.value, &values[at.0 as usize][..]);
+                at = at.next();
+            }
+        }
+        assert_eq!(at, Offset(3000), "from {from} budget {budget}");
     }
 }

@@ -532,6 +532,9 @@ impl Client {
         if self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
+            // After a large record, give the memory back.
+            self.wbuf
+                .shrink_to(self.auto_flush_bytes.max(64 * 1024) * 2);
         }
         Ok(())
     }
@@ -568,9 +571,15 @@ impl Client {
     }
 
     fn dispatch_frames(&mut self) -> Result<(), Error> {
+        let mut largest = 0;
         while let Some(frame) = take_frame(&mut self.rbuf)? {
+            largest = largest.max(frame.len());
             let response = Response::parse(&frame)?;
             self.dispatch(response);
+        }
+        if self.rbuf.is_empty() && largest > READ_CHUNK_BYTES * 4 {
+            // Let a large record's allocation go with the record.
+            self.rbuf = BytesMut::new();
         }
         Ok(())
     }

@@ -25,15 +25,18 @@ use bytes::Bytes;
 use mio::{Events, Interest};
 
 use super::ipc::{ConnId, Request, Response};
+use super::publish::{PendingSync, Stalled};
 use super::sockets::{self, OutDatagram, RecvMeta, MAX_BATCH};
 use super::{clock, signals, Daemon, Error, GROUP_TOKEN_BASE, LISTEN_TOKEN};
 use crate::log::Appended;
-use crate::proto::{Dest, Event, GroupId, PublishError, Ticket};
-use crate::wire::ipc::{Failure, FailureKind, Publish, PublishMode};
+use crate::netconf::IdlePolicy;
+use crate::proto::{Dest, Event, GroupId, Ticket};
 use crate::wire::{NodeId, Offset, RecordRepr, TopicId};
 
 /// Most datagrams taken from one socket per loop round.
 const RECV_BUDGET: usize = 1024;
+/// Record bytes appended to the log in one write at most.
+const PUBLISH_RUN_BYTES: usize = 4 << 20;
 /// Largest datagram we receive: the UDP maximum, so nothing valid is cut.
 const RECV_BUF_BYTES: usize = 65_536;
 /// Longest the loop sleeps, so a shutdown flag set by another thread (tests)
@@ -43,12 +46,14 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// and retention is applied.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(50);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
-/// Sync publish timeout when the client sends 0.
-const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
-/// Publishes held back per group by flow control before new ones are
-/// refused with `Backpressure`; bounds the daemon's memory when receivers
-/// are slow and clients are fast.
-const STALLED_MAX: usize = 1 << 20;
+
+/// One delivered record, as batched for the log.
+pub(super) struct Delivered {
+    offset: Offset,
+    timestamp_ms: u64,
+    key: Bytes,
+    value: Bytes,
+}
 
 /// One group's receive socket and where its `Dest::Group` sends go.
 pub(super) struct GroupIo {
@@ -84,24 +89,6 @@ impl TxQueue {
     }
 }
 
-/// A record already in the log, waiting for the flow window to send it.
-struct Stalled {
-    topic: Arc<str>,
-    offset: Offset,
-    timestamp_ms: u64,
-    key: Bytes,
-    value: Bytes,
-    reply: Option<(ConnId, u64, PublishMode, Instant)>,
-}
-
-/// A sync publish waiting for the group's acknowledgement.
-struct PendingSync {
-    conn: ConnId,
-    request_id: u64,
-    offset: Offset,
-    deadline: Instant,
-}
-
 /// Loop bookkeeping that is not protocol state.
 #[derive(Default)]
 pub(super) struct LoopState {
@@ -110,16 +97,22 @@ pub(super) struct LoopState {
     recv_bufs: Vec<Vec<u8>>,
     recv_meta: Vec<RecvMeta>,
     requests: Vec<(ConnId, Request)>,
-    stalled: HashMap<GroupId, VecDeque<Stalled>>,
+    pub(super) stalled: HashMap<GroupId, VecDeque<Stalled>>,
+    /// Payload bytes held by `stalled` (see `publish.rs`).
+    pub(super) stalled_payload_bytes: usize,
+    /// Events drained from the node, reused between rounds.
+    events: Vec<Event>,
     /// Sync publishes per group by ticket; a ticket that was stalled gets
     /// its entry when it is finally published.
-    syncs: BTreeMap<(GroupId, Ticket), PendingSync>,
-    /// Sources' listen addresses, from SourceUp, for replay.
+    pub(super) syncs: BTreeMap<(GroupId, Ticket), PendingSync>,
+    /// Live sources' listen addresses (SourceUp until SourceDown): the
+    /// first place to ask for a replay of their logs.
     pub(super) sources: HashMap<NodeId, SocketAddr>,
+    /// Every node heard on any group (announcements, receivers, sources),
+    /// until it says goodbye: other places that may hold a log.
+    pub(super) peers: HashMap<NodeId, SocketAddr>,
     /// Node names from announcements, for deliveries and timeouts.
     pub(super) names: HashMap<NodeId, Arc<str>>,
-    /// Live receivers per group, for a sync timeout's "waiting for".
-    receivers: HashMap<GroupId, HashMap<NodeId, SocketAddr>>,
     next_log_flush: Option<Instant>,
     next_retention: Option<Instant>,
 }
@@ -146,6 +139,9 @@ impl Daemon {
                 return Err(Error::Poll(e));
             }
             self.stats.loop_rounds += 1;
+            if events.is_empty() && self.netconf.node.idle == IdlePolicy::Yield {
+                std::thread::yield_now();
+            }
             let mut requests = std::mem::take(&mut self.loop_state.requests);
             for event in events.iter() {
                 self.dispatch(event, &mut requests);
@@ -155,9 +151,7 @@ impl Daemon {
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
             }
-            for (conn, request) in requests.drain(..) {
-                self.handle_request(now, conn, request);
-            }
+            self.handle_requests(now, &mut requests);
             self.loop_state.requests = requests;
             self.send_stalled(now);
             self.node.flush(now);
@@ -188,6 +182,10 @@ impl Daemon {
     }
 
     fn next_timeout(&self, now: Instant) -> Duration {
+        // netconf `idle`: yield and spin never sleep in the kernel.
+        if self.netconf.node.idle != IdlePolicy::Block {
+            return Duration::ZERO;
+        }
         let ls = &self.loop_state;
         if ls.listen_readable
             || ls.group_readable.iter().any(|r| *r)
@@ -200,7 +198,7 @@ impl Daemon {
         if let Some(t) = self.node.poll_timeout() {
             deadline = deadline.min(t);
         }
-        if let Some(s) = ls.syncs.values().map(|s| s.deadline).min() {
+        if let Some(s) = self.next_sync_deadline() {
             deadline = deadline.min(s);
         }
         if let Some(t) = ls.next_log_flush {
@@ -269,15 +267,52 @@ impl Daemon {
                 let Some(bytes) = buf.get(..meta.len) else {
                     continue;
                 };
+                // netconf `allow`: only listed networks may send on a group.
+                if let Some(conf) = group.and_then(|k| self.netconf.groups.get(k)) {
+                    if !conf.allows(meta.from.ip()) {
+                        self.stats.datagrams_denied += 1;
+                        continue;
+                    }
+                }
                 self.node.handle_datagram(now, meta.from, group_id, bytes);
             }
         }
         true
     }
 
+    /// Handles requests in arrival order; consecutive publishes to one topic
+    /// go to the log as one batch.
+    fn handle_requests(&mut self, now: Instant, requests: &mut Vec<(ConnId, Request)>) {
+        let mut iter = requests.drain(..).peekable();
+        while let Some((conn, request)) = iter.next() {
+            let Request::Publish(p) = request else {
+                self.handle_request(now, conn, request);
+                continue;
+            };
+            let mut bytes = p.value.len();
+            let mut run = vec![(conn, p)];
+            while bytes < PUBLISH_RUN_BYTES {
+                let same_topic = match (iter.peek(), run.first()) {
+                    (Some((_, Request::Publish(next))), Some((_, first))) => {
+                        next.topic == first.topic
+                    }
+                    _ => false,
+                };
+                if !same_topic {
+                    break;
+                }
+                if let Some((c, Request::Publish(next))) = iter.next() {
+                    bytes += next.value.len();
+                    run.push((c, next));
+                }
+            }
+            self.publish_run(now, run);
+        }
+    }
+
     fn handle_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         match request {
-            Request::Publish(p) => self.publish(now, conn, p),
+            Request::Publish(p) => self.publish_run(now, vec![(conn, p)]),
             Request::Subscribe(s) => {
                 let sub_id = s.sub_id;
                 // Clustering group members are served by `groups`.
@@ -311,216 +346,10 @@ impl Daemon {
             Request::Disconnected => {
                 self.group_unsubscribe(now, conn, None);
                 self.subs.remove_conn(conn);
-                self.loop_state.syncs.retain(|_, s| s.conn != conn);
-                for q in self.loop_state.stalled.values_mut() {
-                    for s in q.iter_mut() {
-                        if s.reply.is_some_and(|r| r.0 == conn) {
-                            s.reply = None;
-                        }
-                    }
-                }
+                self.forget_publishes_of(conn);
             }
             #[allow(unreachable_patterns)]
             _ => {}
-        }
-    }
-
-    /// Appends to the local log (which assigns the offset), then hands the
-    /// record to the protocol, or holds it while the flow window is shut.
-    fn publish(&mut self, now: Instant, conn: ConnId, p: Publish) {
-        let fail = |daemon: &mut Daemon, kind: FailureKind, message: String| {
-            daemon.stats.publishes_failed += 1;
-            if p.mode != PublishMode::OneWay {
-                let failure = Failure { kind, message };
-                daemon.ipc.send(
-                    conn,
-                    &Response::PublishFailed {
-                        request_id: p.request_id,
-                        failure,
-                    },
-                );
-            }
-        };
-        let Some(group) = self.route(&p.topic) else {
-            let message = format!("no netconf [[topic]] rule matches topic {:?}", p.topic);
-            return fail(self, FailureKind::UnknownTopicRule, message);
-        };
-        let stalled_len = self.loop_state.stalled.get(&group).map_or(0, VecDeque::len);
-        if stalled_len >= STALLED_MAX {
-            let message = format!("flow control holds {stalled_len} records for the group; retry");
-            return fail(self, FailureKind::Backpressure, message);
-        }
-        let timestamp_ms = if p.timestamp_ms == 0 {
-            clock::wall_ms()
-        } else {
-            p.timestamp_ms
-        };
-        let now_ms = clock::wall_ms();
-        let appended = self
-            .log
-            .log(&p.topic, self.node_id)
-            .and_then(|log| log.append(now_ms, timestamp_ms, &p.key, &p.value));
-        let offset = match appended {
-            Ok(offset) => offset,
-            Err(e) => {
-                ::log::warn!("publish not stored topic={} error={e}", p.topic);
-                return fail(self, FailureKind::Log, e.to_string());
-            }
-        };
-        self.stats.records_published += 1;
-        let topic: Arc<str> = Arc::from(p.topic.as_str());
-        // Local subscribers see our own records too.
-        let name = self.name.clone();
-        self.subs.on_record(
-            &mut self.ipc,
-            &mut self.log,
-            &topic,
-            self.node_id,
-            Some(&name),
-            offset,
-            timestamp_ms,
-            &p.key,
-            &p.value,
-        );
-        let name = self.name.clone();
-        self.group_record(
-            &topic,
-            self.node_id,
-            Some(&name),
-            offset,
-            timestamp_ms,
-            &p.key,
-            &p.value,
-        );
-        if p.mode == PublishMode::Async {
-            self.ipc.send(
-                conn,
-                &Response::Published {
-                    request_id: p.request_id,
-                    offset,
-                },
-            );
-        }
-        let timeout = match p.timeout_ms {
-            0 => DEFAULT_SYNC_TIMEOUT,
-            ms => Duration::from_millis(u64::from(ms)),
-        };
-        let record = Stalled {
-            topic,
-            offset,
-            timestamp_ms,
-            key: p.key,
-            value: p.value,
-            reply: Some((conn, p.request_id, p.mode, now + timeout)),
-        };
-        let queue = self.loop_state.stalled.entry(group).or_default();
-        if queue.is_empty() {
-            if let Some(record) = self.send_record(now, group, record) {
-                self.loop_state
-                    .stalled
-                    .entry(group)
-                    .or_default()
-                    .push_back(record);
-            }
-        } else {
-            queue.push_back(record);
-        }
-    }
-
-    /// Gives one logged record to the protocol; returns it when the flow
-    /// window is shut.
-    fn send_record(&mut self, now: Instant, group: GroupId, r: Stalled) -> Option<Stalled> {
-        if !self.node.can_publish(group) {
-            return Some(r);
-        }
-        match self.node.publish(
-            now,
-            group,
-            &r.topic,
-            r.offset,
-            r.timestamp_ms,
-            &r.key,
-            &r.value,
-        ) {
-            Ok(ticket) => {
-                if let Some((conn, request_id, PublishMode::Sync, deadline)) = r.reply {
-                    self.loop_state.syncs.insert(
-                        (group, ticket),
-                        PendingSync {
-                            conn,
-                            request_id,
-                            offset: r.offset,
-                            deadline,
-                        },
-                    );
-                }
-                None
-            }
-            Err(PublishError::Backpressure { .. }) => {
-                self.stats.publishes_backpressured += 1;
-                Some(r)
-            }
-            Err(e) => {
-                // The record is in our log (late joiners can replay it) but
-                // the protocol refused it: tell the client.
-                self.stats.publishes_failed += 1;
-                ::log::warn!(
-                    "publish refused by protocol topic={} offset={} error={e}",
-                    r.topic,
-                    r.offset
-                );
-                if let Some((conn, request_id, mode, _)) = r.reply {
-                    if mode != PublishMode::OneWay {
-                        let kind = match e {
-                            PublishError::RecordTooLarge { size, max } => {
-                                FailureKind::RecordTooLarge {
-                                    size: size as u64,
-                                    max: max as u64,
-                                }
-                            }
-                            _ => FailureKind::InvalidRequest,
-                        };
-                        let failure = Failure {
-                            kind,
-                            message: e.to_string(),
-                        };
-                        self.ipc.send(
-                            conn,
-                            &Response::PublishFailed {
-                                request_id,
-                                failure,
-                            },
-                        );
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    /// Sends held-back records, oldest first, while the window allows.
-    fn send_stalled(&mut self, now: Instant) {
-        let groups: Vec<GroupId> = self
-            .loop_state
-            .stalled
-            .iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(g, _)| *g)
-            .collect();
-        for group in groups {
-            while let Some(r) = self
-                .loop_state
-                .stalled
-                .get_mut(&group)
-                .and_then(VecDeque::pop_front)
-            {
-                if let Some(back) = self.send_record(now, group, r) {
-                    if let Some(q) = self.loop_state.stalled.get_mut(&group) {
-                        q.push_front(back);
-                    }
-                    break;
-                }
-            }
         }
     }
 
@@ -528,9 +357,15 @@ impl Daemon {
     /// subscribers and writes client output.
     fn flush_outputs(&mut self, now: Instant) {
         self.flush_transmits(now);
-        while let Some(event) = self.node.poll_event() {
-            self.handle_event(now, event);
+        let mut events = std::mem::take(&mut self.loop_state.events);
+        loop {
+            events.extend(std::iter::from_fn(|| self.node.poll_event()));
+            if events.is_empty() {
+                break;
+            }
+            self.handle_events(now, &mut events);
         }
+        self.loop_state.events = events;
         // Events (repair requests, replay answers) may have queued more.
         self.flush_transmits(now);
         self.subs
@@ -666,15 +501,19 @@ impl Daemon {
                     replaced.is_some()
                 );
                 self.loop_state.sources.insert(source, addr);
+                self.loop_state.peers.insert(source, addr);
             }
             Event::SourceDown {
                 group,
                 source,
                 session,
-            } => ::log::info!(
-                "source down group={} source={source} session={session}",
-                self.group_name(group)
-            ),
+            } => {
+                ::log::info!(
+                    "source down group={} source={source} session={session}",
+                    self.group_name(group)
+                );
+                self.loop_state.sources.remove(&source);
+            }
             Event::TopicSeen {
                 source,
                 topic,
@@ -690,21 +529,12 @@ impl Daemon {
                     "receiver up group={} receiver={receiver} addr={addr}",
                     self.group_name(group)
                 );
-                self.loop_state
-                    .receivers
-                    .entry(group)
-                    .or_default()
-                    .insert(receiver, addr);
+                self.loop_state.peers.insert(receiver, addr);
             }
-            Event::ReceiverDown { group, receiver } => {
-                ::log::info!(
-                    "receiver down group={} receiver={receiver}",
-                    self.group_name(group)
-                );
-                if let Some(r) = self.loop_state.receivers.get_mut(&group) {
-                    r.remove(&receiver);
-                }
-            }
+            Event::ReceiverDown { group, receiver } => ::log::info!(
+                "receiver down group={} receiver={receiver}",
+                self.group_name(group)
+            ),
             Event::Acked { group, ticket } => self.complete_syncs(group, ticket),
             Event::Peer {
                 group,
@@ -713,12 +543,22 @@ impl Daemon {
                 addr,
                 leaving,
             } => {
-                ::log::info!(
-                    "peer {} group={} node={node} name={name} addr={addr}",
-                    if leaving { "left" } else { "joined" },
-                    self.group_name(group)
-                );
+                // Daemons with consumer-group members repeat ANNOUNCE alive
+                // every 500ms: only news is logged.
+                let known = self.loop_state.peers.get(&node) == Some(&addr);
+                if leaving || !known {
+                    ::log::info!(
+                        "peer {} group={} node={node} name={name} addr={addr}",
+                        if leaving { "left" } else { "joined" },
+                        self.group_name(group)
+                    );
+                }
                 self.loop_state.names.insert(node, name);
+                if leaving {
+                    self.loop_state.peers.remove(&node);
+                } else {
+                    self.loop_state.peers.insert(node, addr);
+                }
             }
             Event::ReplayRead(serve) => self.serve_replay(now, &serve),
             Event::ReplayRecords {
@@ -731,6 +571,131 @@ impl Daemon {
             Event::ReplayDone { id, outcome } => self.replay_done(now, id, outcome),
             #[allow(unreachable_patterns)]
             _ => {}
+        }
+    }
+
+    /// Handles a drained batch of events in order; consecutive deliveries of
+    /// one (topic, source) go to the log as one batch.
+    fn handle_events(&mut self, now: Instant, events: &mut Vec<Event>) {
+        let mut iter = events.drain(..).peekable();
+        let mut run: Vec<Delivered> = Vec::new();
+        while let Some(event) = iter.next() {
+            let Event::Deliver {
+                topic,
+                source,
+                offset,
+                timestamp_ms,
+                key,
+                value,
+                ..
+            } = event
+            else {
+                self.handle_event(now, event);
+                continue;
+            };
+            run.push(Delivered {
+                offset,
+                timestamp_ms,
+                key,
+                value,
+            });
+            while let Some(Event::Deliver {
+                topic: t,
+                source: s,
+                ..
+            }) = iter.peek()
+            {
+                if *s != source || *t != topic {
+                    break;
+                }
+                if let Some(Event::Deliver {
+                    offset,
+                    timestamp_ms,
+                    key,
+                    value,
+                    ..
+                }) = iter.next()
+                {
+                    run.push(Delivered {
+                        offset,
+                        timestamp_ms,
+                        key,
+                        value,
+                    });
+                }
+            }
+            self.store_deliveries(&topic, source, &run);
+            run.clear();
+        }
+    }
+
+    /// Writes received records of one (topic, source), in delivery order, to
+    /// our log with one write, then to matching subscribers.
+    pub(super) fn store_deliveries(&mut self, topic: &Arc<str>, source: NodeId, run: &[Delivered]) {
+        self.route(topic);
+        if self.is_filling(topic, source) {
+            for d in run {
+                self.store_delivery(topic, source, d.offset, d.timestamp_ms, &d.key, &d.value);
+            }
+            return;
+        }
+        let log = match self.log.log(topic, source) {
+            Ok(log) => log,
+            Err(e) => {
+                self.stats.log_errors += 1;
+                ::log::error!(
+                    "cannot open log for received records topic={topic} source={source} error={e}"
+                );
+                return;
+            }
+        };
+        // The log stores a record iff its offset is at or past the log's
+        // next offset (older ones are duplicates); mirror that to know which
+        // to pass on.
+        let mut next = log.next_offset();
+        let records = run.iter().map(|d| RecordRepr {
+            topic: TopicId(0),
+            offset: d.offset,
+            timestamp_ms: d.timestamp_ms,
+            key: &d.key,
+            value: &d.value,
+        });
+        if let Err(e) = log.append_replica_batch(clock::wall_ms(), records) {
+            self.stats.log_errors += 1;
+            ::log::error!(
+                "cannot store received records topic={topic} source={source} records={} error={e}",
+                run.len()
+            );
+            return;
+        }
+        let name = self.loop_state.names.get(&source).cloned();
+        for d in run {
+            if d.offset < next {
+                self.stats.records_duplicate += 1;
+                continue;
+            }
+            next = d.offset.next();
+            self.stats.records_stored += 1;
+            self.subs.on_record(
+                &mut self.ipc,
+                &mut self.log,
+                topic,
+                source,
+                name.as_deref(),
+                d.offset,
+                d.timestamp_ms,
+                &d.key,
+                &d.value,
+            );
+            self.group_record(
+                topic,
+                source,
+                name.as_deref(),
+                d.offset,
+                d.timestamp_ms,
+                &d.key,
+                &d.value,
+            );
         }
     }
 
@@ -803,103 +768,6 @@ impl Daemon {
             key,
             value,
         );
-    }
-
-    /// Answers every sync publish of `group` up to `ticket`.
-    fn complete_syncs(&mut self, group: GroupId, ticket: Ticket) {
-        let done: Vec<(GroupId, Ticket)> = self
-            .loop_state
-            .syncs
-            .range((group, Ticket(0))..=(group, ticket))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in done {
-            if let Some(s) = self.loop_state.syncs.remove(&key) {
-                self.stats.syncs_acked += 1;
-                self.ipc.send(
-                    s.conn,
-                    &Response::Published {
-                        request_id: s.request_id,
-                        offset: s.offset,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Fails sync publishes past their deadline, naming the receivers that
-    /// were live (and so had not acknowledged).
-    fn expire_syncs(&mut self, now: Instant) {
-        let late: Vec<(GroupId, Ticket)> = self
-            .loop_state
-            .syncs
-            .iter()
-            .filter(|(_, s)| s.deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in late {
-            let Some(s) = self.loop_state.syncs.remove(&key) else {
-                continue;
-            };
-            self.stats.syncs_timed_out += 1;
-            let waiting_for: Vec<String> = self
-                .loop_state
-                .receivers
-                .get(&key.0)
-                .map(|r| {
-                    r.keys()
-                        .map(|n| match self.loop_state.names.get(n) {
-                            Some(name) => name.to_string(),
-                            None => n.to_string(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let message = format!(
-                "not acknowledged in time by {}",
-                if waiting_for.is_empty() {
-                    "the group".to_string()
-                } else {
-                    waiting_for.join(", ")
-                }
-            );
-            let failure = Failure {
-                kind: FailureKind::Timeout { waiting_for },
-                message,
-            };
-            self.ipc.send(
-                s.conn,
-                &Response::PublishFailed {
-                    request_id: s.request_id,
-                    failure,
-                },
-            );
-        }
-        // Stalled sync records whose deadline passed before they were even
-        // sent: answer now, keep the record (it is in the log).
-        for q in self.loop_state.stalled.values_mut() {
-            for r in q.iter_mut() {
-                if let Some((conn, request_id, PublishMode::Sync, deadline)) = r.reply {
-                    if deadline <= now {
-                        r.reply = None;
-                        self.stats.syncs_timed_out += 1;
-                        let failure = Failure {
-                            kind: FailureKind::Timeout {
-                                waiting_for: Vec::new(),
-                            },
-                            message: "flow control held the record past the timeout".into(),
-                        };
-                        self.ipc.send(
-                            conn,
-                            &Response::PublishFailed {
-                                request_id,
-                                failure,
-                            },
-                        );
-                    }
-                }
-            }
-        }
     }
 
     fn housekeeping(&mut self, now: Instant) {

@@ -37,11 +37,14 @@ pub type ConnId = usize;
 
 /// Most bytes read from one connection per readiness event.
 pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+/// Output buffer capacity an idle connection keeps.
+const IDLE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Bytes asked of the kernel per `read` call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
-/// Counters of the IPC server (plain u64, noun_verb).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counters of the IPC server (plain u64, noun_verb); serializable for the
+/// daemon's stats document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IpcStats {
     pub connections_accepted: u64,
     pub connections_closed: u64,
@@ -369,6 +372,9 @@ impl IpcServer {
         if conn.wpos == conn.wbuf.len() {
             conn.wbuf.clear();
             conn.wpos = 0;
+            // A large record or a burst left a big buffer: give it back, so
+            // idle connections stay small.
+            conn.wbuf.shrink_to(IDLE_BUFFER_BYTES);
         } else if conn.wpos > conn.wbuf.len() / 2 {
             // Compact so the buffer does not grow with a slow reader.
             conn.wbuf.drain(..conn.wpos);
@@ -453,7 +459,9 @@ fn decode_frames(
     out: &mut Vec<(ConnId, Request)>,
     stats: &mut IpcStats,
 ) -> crate::wire::Result<()> {
+    let mut largest = 0;
     while let Some(frame) = take_frame(rbuf)? {
+        largest = largest.max(frame.len());
         let request = Request::parse(&frame)?;
         if matches!(request, Request::Disconnected) {
             // Unreachable from the wire (parse never yields it); kept as a
@@ -462,6 +470,11 @@ fn decode_frames(
         }
         stats.frames_received += 1;
         out.push((id, request));
+    }
+    if rbuf.is_empty() && largest > IDLE_BUFFER_BYTES {
+        // Let the big allocation go with its last frame instead of keeping
+        // it for this connection's small frames.
+        *rbuf = BytesMut::new();
     }
     // A big frame in progress: grow once to its full size instead of
     // doubling through many reallocations.

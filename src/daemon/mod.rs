@@ -18,6 +18,7 @@ mod event_loop;
 mod groups;
 pub mod ipc;
 pub mod node_id;
+mod publish;
 mod replay_io;
 pub mod signals;
 pub mod sockets;
@@ -199,7 +200,7 @@ impl Daemon {
             tx: TxQueue::new(),
             ipc,
             log,
-            subs: Subscriptions::default(),
+            subs: Subscriptions::open(&data_dir),
             group_members,
             replays: replay_io::Replays::default(),
             stats: Stats::default(),
@@ -270,6 +271,7 @@ fn group_config(g: &GroupConf) -> GroupConfig {
         retransmit_window_bytes: usize::try_from(g.retransmit_window_bytes).unwrap_or(usize::MAX),
         flow_window_bytes: usize::try_from(g.flow_window_bytes).unwrap_or(usize::MAX),
         liveness_timeout: g.liveness_timeout,
+        rate_limit_bytes_per_sec: g.rate_limit_bytes_per_sec.unwrap_or(0),
         ..GroupConfig::default()
     }
 }

@@ -37,6 +37,8 @@ pub(super) struct Replays {
 struct Filling {
     id: ReplayId,
     held: Vec<Held>,
+    /// Nodes already asked, so a failed replay moves on to the next holder.
+    tried: Vec<std::net::SocketAddr>,
 }
 
 struct Held {
@@ -151,13 +153,13 @@ impl Daemon {
         if self.replays.filling.contains_key(&key) {
             return;
         }
-        let Some(&peer) = self.loop_state.sources.get(&source) else {
+        let Some(peer) = self.replay_candidates(source, &[]).into_iter().next() else {
             return;
         };
         let id = self
             .node
             .request_replay(now, peer, source, topic, from, Offset(u64::MAX));
-        ::log::info!("replaying from source topic={topic} source={source} from={from} peer={peer}");
+        ::log::info!("replaying log topic={topic} source={source} from={from} peer={peer}");
         self.stats.replays_started += 1;
         self.replays.by_id.insert(id, key.clone());
         self.replays.filling.insert(
@@ -165,8 +167,38 @@ impl Daemon {
             Filling {
                 id,
                 held: Vec::new(),
+                tried: vec![peer],
             },
         );
+    }
+
+    /// Where to ask for `source`'s log: the source itself while it is live,
+    /// then every other node heard (any of them may hold the range), minus
+    /// those in `tried` and ourselves.
+    fn replay_candidates(
+        &self,
+        source: NodeId,
+        tried: &[std::net::SocketAddr],
+    ) -> Vec<std::net::SocketAddr> {
+        let ls = &self.loop_state;
+        let mut out: Vec<std::net::SocketAddr> = Vec::new();
+        let first = ls.sources.get(&source).copied();
+        let rest = ls
+            .peers
+            .iter()
+            .filter(|(n, _)| **n != self.node_id)
+            .map(|(_, a)| *a);
+        for addr in first.into_iter().chain(rest) {
+            if addr != self.listen_addr && !tried.contains(&addr) && !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        out
+    }
+
+    /// Whether a replay is filling this (topic, source) log right now.
+    pub(super) fn is_filling(&self, topic: &Arc<str>, source: NodeId) -> bool {
+        self.replays.filling.contains_key(&(topic.clone(), source))
     }
 
     /// While a (topic, source) log is being filled, live records wait.
@@ -220,29 +252,52 @@ impl Daemon {
 
     pub(super) fn replay_done(&mut self, now: Instant, id: ReplayId, outcome: ReplayOutcome) {
         ::log::info!("replay finished id={id:?} outcome={outcome:?}");
-        if let ReplayOutcome::BelowRetention { earliest } = outcome {
-            // The source deleted the start: what it still has is worth
-            // fetching; the part below `earliest` becomes a gap.
-            if let Some((topic, source)) = self.replays.by_id.get(&id).cloned() {
-                if let Some(&peer) = self.loop_state.sources.get(&source) {
-                    let new_id = self.node.request_replay(
-                        now,
-                        peer,
-                        source,
-                        &topic,
-                        earliest,
-                        Offset(u64::MAX),
-                    );
-                    self.replays.by_id.remove(&id);
-                    self.replays.by_id.insert(new_id, (topic.clone(), source));
-                    if let Some(f) = self.replays.filling.get_mut(&(topic, source)) {
-                        f.id = new_id;
+        let Some((topic, source)) = self.replays.by_id.get(&id).cloned() else {
+            return;
+        };
+        let key = (topic.clone(), source);
+        let tried = self
+            .replays
+            .filling
+            .get(&key)
+            .map(|f| f.tried.clone())
+            .unwrap_or_default();
+        let retry = match outcome {
+            ReplayOutcome::Complete { .. } => None,
+            // The holder deleted the start: what it still has is worth
+            // fetching; below `earliest` becomes a gap unless another holds it.
+            ReplayOutcome::BelowRetention { earliest } => {
+                tried.last().copied().map(|peer| (peer, earliest))
+            }
+            // No log there, a hole in it, or no answer: ask the next holder
+            // from where our log now ends.
+            _ => self
+                .replay_candidates(source, &tried)
+                .into_iter()
+                .next()
+                .and_then(|peer| {
+                    let from = self.log.log(&topic, source).ok()?.next_offset();
+                    Some((peer, from))
+                }),
+        };
+        match retry {
+            Some((peer, from)) if tried.len() < 8 => {
+                let new_id =
+                    self.node
+                        .request_replay(now, peer, source, &topic, from, Offset(u64::MAX));
+                ::log::info!("replaying log topic={topic} source={source} from={from} peer={peer}");
+                self.stats.replays_started += 1;
+                self.replays.by_id.remove(&id);
+                self.replays.by_id.insert(new_id, key.clone());
+                if let Some(f) = self.replays.filling.get_mut(&key) {
+                    f.id = new_id;
+                    if !f.tried.contains(&peer) {
+                        f.tried.push(peer);
                     }
-                    return;
                 }
             }
+            _ => self.finish_fill(id),
         }
-        self.finish_fill(id);
     }
 
     /// Ends a fill: the held live records go into the log after the replay.

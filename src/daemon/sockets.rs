@@ -17,11 +17,21 @@
 //! - A group socket only receives. Multicast binds `group:port` and joins the
 //!   group on the configured interface; broadcast binds the broadcast address
 //!   (or `0.0.0.0` when the kernel refuses that); unicast binds the group port
-//!   on the node's own address. All use `SO_REUSEADDR` + `SO_REUSEPORT` so
-//!   several daemons can share one host. Binding the group address (rather
-//!   than `0.0.0.0`) keeps two groups on one port apart, and
+//!   on the node's own address. Multicast and broadcast sockets use
+//!   `SO_REUSEADDR` + `SO_REUSEPORT`, so several daemons can share one host
+//!   and each gets its own copy of every datagram. Binding the group address
+//!   (rather than `0.0.0.0`) keeps two groups on one port apart, and
 //!   `IP_MULTICAST_ALL = 0` keeps multicast for groups joined by *other*
 //!   sockets out of broadcast and unicast sockets.
+//!
+//! Unicast sockets (the listen socket and unicast group sockets) bind
+//! **exclusively**, without reuse flags. Two sockets sharing a unicast port
+//! do not each get a copy: the kernel hands every datagram to one of them
+//! (`SO_REUSEPORT` even load-balances), so two daemons configured with the
+//! same port would silently split each other's NAKs and data. Failing the
+//! second bind with "address in use" is the honest answer. Daemons on one
+//! host use port 0 for `listen` (the default) and distinct unicast ports or
+//! addresses, as the loopback tests do.
 //!
 //! Batched I/O (`recv_batch`, `send_batch`) uses `recvmmsg`/`sendmmsg` on
 //! Linux, one system call for many datagrams, and falls back to plain
@@ -148,7 +158,6 @@ pub fn open_listen(
     multicast: Option<MulticastSend>,
 ) -> Result<Opened, Error> {
     let socket = new_udp(addr)?;
-    set(addr, "SO_REUSEADDR", socket.set_reuse_address(true))?;
     set(addr, "SO_BROADCAST", socket.set_broadcast(true))?;
     if let (SocketAddr::V4(_), Some(m)) = (addr, multicast) {
         set(
@@ -227,8 +236,8 @@ pub fn open_group(bind_to: GroupBind, buffers: BufferSizes) -> Result<Opened, Er
             Ok(opened)
         }
         GroupBind::Unicast { bind: addr } => {
+            // Exclusive bind: see the module doc.
             let socket = new_udp(addr)?;
-            reuse(&socket, addr)?;
             if addr.is_ipv4() {
                 set(addr, "IP_MULTICAST_ALL", socket.set_multicast_all_v4(false))?;
             }
@@ -690,6 +699,25 @@ mod tests {
             assert_eq!(got[0].0, b"hello group");
             assert_eq!(got[0].1.from, tx.local_addr);
         }
+    }
+
+    #[test]
+    fn a_second_daemon_on_the_same_unicast_port_fails_loudly() {
+        let first = open_group(
+            GroupBind::Unicast { bind: loopback(0) },
+            BufferSizes::default(),
+        )
+        .unwrap();
+        let second = open_group(
+            GroupBind::Unicast {
+                bind: first.local_addr,
+            },
+            BufferSizes::default(),
+        );
+        let err = second.unwrap_err().to_string();
+        assert!(err.contains("cannot bind"), "{err}");
+        let listen = open_listen(first.local_addr, BufferSizes::default(), None);
+        assert!(listen.is_err());
     }
 
     #[test]

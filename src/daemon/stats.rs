@@ -15,6 +15,8 @@ pub struct Stats {
     pub datagrams_received: u64,
     /// Datagrams longer than the receive buffer (dropped, never parsed).
     pub datagrams_truncated: u64,
+    /// Datagrams from a source outside the group's netconf `allow` list.
+    pub datagrams_denied: u64,
     /// Datagrams handed to the kernel.
     pub datagrams_sent: u64,
     /// Datagrams the kernel refused (no route, firewall, ICMP error).
@@ -29,6 +31,9 @@ pub struct Stats {
     pub publishes_failed: u64,
     /// Publishes the flow window held back at least once.
     pub publishes_backpressured: u64,
+    /// Waiting records whose bytes were dropped from memory (read back from
+    /// the log when sent).
+    pub publishes_spilled: u64,
     /// Sync publishes answered after the group acknowledged them.
     pub syncs_acked: u64,
     /// Sync publishes failed by their timeout.

@@ -15,10 +15,12 @@
 //! reach the subscriber as explicit gap notices.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::ipc::{ConnId, DeliveryRef, IpcServer, Response};
 use crate::log::LogDir;
+use crate::netconf::TopicPattern;
 use crate::wire::ipc::{Commit, Failure, FailureKind, GapNotice, GapReason, StartFrom, Subscribe};
 use crate::wire::{NodeId, Offset};
 
@@ -34,12 +36,17 @@ pub(super) struct Subscriptions {
     subs: Vec<Sub>,
     /// Consumer groups' committed offsets (the next record to deliver).
     committed: HashMap<(String, String, NodeId), Offset>,
+    /// Where `committed` is kept across restarts (`data-dir/commits.json`).
+    commits_path: Option<PathBuf>,
 }
+
+/// File name of the committed offsets in the data directory.
+pub(super) const COMMITS_FILE: &str = "commits.json";
 
 struct Sub {
     conn: ConnId,
     sub_id: u32,
-    pattern: Pattern,
+    pattern: TopicPattern,
     from: StartFrom,
     group: Option<String>,
     cursors: HashMap<(Arc<str>, NodeId), Offset>,
@@ -47,55 +54,44 @@ struct Sub {
     lagging: bool,
 }
 
-/// `name`, `prefix.*` or `*`, as in netconf topic rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    Exact(String),
-    Prefix(String),
-    Any,
-}
-
-impl Pattern {
-    fn parse(text: &str) -> Option<Pattern> {
-        if text == "*" {
-            return Some(Pattern::Any);
-        }
-        let (body, prefix) = match text.strip_suffix(".*") {
-            Some(p) => (p, true),
-            None => (text, false),
-        };
-        if body.is_empty() || body.contains('*') {
-            return None;
-        }
-        Some(if prefix {
-            Pattern::Prefix(body.to_string())
-        } else {
-            Pattern::Exact(body.to_string())
-        })
-    }
-
-    fn matches(&self, topic: &str) -> bool {
-        match self {
-            Pattern::Any => true,
-            Pattern::Exact(t) => t == topic,
-            Pattern::Prefix(p) => topic
-                .strip_prefix(p.as_str())
-                .and_then(|rest| rest.strip_prefix('.'))
-                .is_some_and(|rest| !rest.is_empty()),
-        }
-    }
-}
-
 impl Subscriptions {
+    /// Starts with the committed offsets stored in `data_dir` (none when the
+    /// file is missing; a damaged file is reported and ignored, since
+    /// consumers then restart from `earliest`, which loses nothing).
+    pub fn open(data_dir: &Path) -> Subscriptions {
+        let path = data_dir.join(COMMITS_FILE);
+        let mut committed = HashMap::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match serde_json::from_str::<Vec<(String, String, u64, u64)>>(&text) {
+                Ok(rows) => {
+                    for (group, topic, source, offset) in rows {
+                        committed.insert((group, topic, NodeId(source)), Offset(offset));
+                    }
+                }
+                Err(e) => ::log::warn!(
+                    "ignoring unreadable committed offsets path={} error={e}",
+                    path.display()
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => ::log::warn!(
+                "ignoring unreadable committed offsets path={} error={e}",
+                path.display()
+            ),
+        }
+        Subscriptions {
+            subs: Vec::new(),
+            committed,
+            commits_path: Some(path),
+        }
+    }
+
     /// Starts a subscription; its cursors for the logs that already exist
     /// are placed now, so `latest` means "from this moment".
     pub fn add(&mut self, conn: ConnId, s: Subscribe, log: &mut LogDir) -> Result<(), Failure> {
-        let pattern = Pattern::parse(&s.pattern).ok_or_else(|| Failure {
+        let pattern: TopicPattern = s.pattern.parse().map_err(|reason| Failure {
             kind: FailureKind::InvalidRequest,
-            message: format!(
-                "bad topic pattern {:?}: use an exact name, prefix.* or *",
-                s.pattern
-            ),
+            message: format!("bad topic pattern {:?}: {reason}", s.pattern),
         })?;
         if self
             .subs
@@ -136,12 +132,32 @@ impl Subscriptions {
         self.subs.retain(|s| s.conn != conn);
     }
 
-    /// Stores a consumer group's progress (in memory: committed offsets do
-    /// not survive a daemon restart yet).
+    /// Stores a consumer group's progress, in memory and in the data dir
+    /// (written to a temporary file and renamed, so a crash leaves the old
+    /// or the new table, never half of one).
     pub fn commit(&mut self, c: Commit) {
         let key = (c.group, c.topic, c.source);
         let slot = self.committed.entry(key).or_insert(c.offset);
         *slot = (*slot).max(c.offset);
+        let Some(path) = &self.commits_path else {
+            return;
+        };
+        let rows: Vec<(&str, &str, u64, u64)> = self
+            .committed
+            .iter()
+            .map(|((g, t, s), o)| (g.as_str(), t.as_str(), s.0, o.0))
+            .collect();
+        let tmp = path.with_extension("json.tmp");
+        let write = serde_json::to_vec(&rows)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = write {
+            ::log::warn!(
+                "cannot store committed offsets path={} error={e}",
+                path.display()
+            );
+        }
     }
 
     /// Whether some subscription may have records to read from the log.
@@ -337,21 +353,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn patterns_match_like_netconf_rules() {
-        let p = Pattern::parse("md.*").unwrap();
-        assert!(p.matches("md.x"));
+    fn subscription_patterns_use_the_netconf_rule_syntax() {
+        let p: TopicPattern = "md.*".parse().unwrap();
         assert!(p.matches("md.x.y"));
         assert!(!p.matches("md"));
-        assert!(!p.matches("mdx.y"));
-        assert!(Pattern::parse("*").unwrap().matches("anything"));
-        assert!(Pattern::parse("a.b").unwrap().matches("a.b"));
-        assert!(!Pattern::parse("a.b").unwrap().matches("a.bc"));
+        assert!("a*".parse::<TopicPattern>().is_err());
     }
 
     #[test]
-    fn malformed_patterns_are_refused() {
-        assert_eq!(Pattern::parse(""), None);
-        assert_eq!(Pattern::parse("a*"), None);
-        assert_eq!(Pattern::parse(".*"), None);
+    fn committed_offsets_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut subs = Subscriptions::open(dir.path());
+        subs.commit(Commit {
+            group: "g".into(),
+            topic: "t".into(),
+            source: NodeId(7),
+            offset: Offset(42),
+        });
+        let again = Subscriptions::open(dir.path());
+        let key = ("g".to_string(), "t".to_string(), NodeId(7));
+        assert_eq!(again.committed.get(&key), Some(&Offset(42)));
     }
 }

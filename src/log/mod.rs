@@ -40,7 +40,7 @@ pub use dir::{escape_topic, unescape_topic, LogDir};
 pub use error::{Error, Result};
 pub use reader::{Cursor, ReadBatch, StartPosition};
 pub use retention::RetentionReport;
-pub use segment::{FRAME_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
+pub use segment::{FRAME_HEADER_LEN, FRAME_TARGET_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
 pub use topic_log::{Appended, NewRecord, TopicLog};
 
 /// Largest segment (and largest single append) the log accepts: 1 GiB, so

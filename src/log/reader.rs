@@ -8,8 +8,8 @@ use crate::wire::Offset;
 
 use super::error::{Error, Result};
 use super::segment::{
-    be_u32, be_u64, check_frame, find_next_valid, read_full_at, FrameCheck, FRAME_HEADER_LEN,
-    SEGMENT_HEADER_LEN,
+    be_u32, be_u64, check_frame, check_records, find_next_valid, read_full_at, FrameCheck,
+    FRAME_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN,
 };
 use super::topic_log::{ReadPos, TopicLog};
 
@@ -133,6 +133,18 @@ fn take_records(
         out.next_offset = *want;
     }
     None
+}
+
+/// Frames at least this large are read straight into the caller's batch.
+const DIRECT_READ_MIN_LEN: usize = 8 << 10;
+
+/// Outcome of trying to read one frame straight into the batch.
+enum Direct {
+    Took,
+    /// The next frame does not fit the remaining budget.
+    Full,
+    /// Use the chunked path.
+    No,
 }
 
 /// Why reading one segment stopped.
@@ -298,7 +310,14 @@ impl TopicLog {
             if out.count > 0 && budget < RECORD_HEADER_LEN {
                 return Ok(Stop::Full);
             }
+            match self.read_frame_direct(i, base, seg_len, pos, want, max_bytes, out)? {
+                Direct::Took => continue,
+                Direct::Full => return Ok(Stop::Full),
+                Direct::No => {}
+            }
             let left = usize::try_from(seg_len - *pos).unwrap_or(usize::MAX);
+            // The budget plus room for frame headers, so that one read
+            // usually fills the batch.
             let raw = (budget + budget / 8 + 64).max(min_read).min(left);
             if self.scratch.len() < raw {
                 self.scratch.resize(raw, 0);
@@ -371,6 +390,95 @@ impl TopicLog {
                 *pos = self.skip_corrupt(i, base, *pos, seg_len, *want, reason)?;
             }
         }
+    }
+
+    /// Reads the large frame at `*pos` straight into `out` (one `pread` of
+    /// its records plus the next frame header, no copy), if it starts
+    /// exactly at `*want`, has no hole and fits the budget. `Direct::No`,
+    /// with `out` unchanged, when the frame is small or anything is off: the
+    /// chunked path then handles it (skipping, holes, corruption reports).
+    #[allow(clippy::too_many_arguments)]
+    fn read_frame_direct(
+        &mut self,
+        i: usize,
+        base: Offset,
+        seg_len: u64,
+        pos: &mut u64,
+        want: &mut Offset,
+        max_bytes: usize,
+        out: &mut ReadBatch,
+    ) -> Result<Direct> {
+        let (file, path) = match self.reader.as_ref().filter(|_| i < self.sealed.len()) {
+            Some(r) => (&r.file, &r.path),
+            None => (&self.active.file, &self.active.path),
+        };
+        let header = match self.peeked_header.take() {
+            Some((b, p, h)) if b == base && p == *pos => h,
+            _ => {
+                let mut h = [0u8; FRAME_HEADER_LEN];
+                if seg_len - *pos < FRAME_HEADER_LEN as u64
+                    || read_full_at(file, path, &mut h, *pos)? < FRAME_HEADER_LEN
+                {
+                    return Ok(Direct::No);
+                }
+                h
+            }
+        };
+        let len = be_u32(&header[0..4]) as usize;
+        let frame_end = *pos + (FRAME_HEADER_LEN + len) as u64;
+        if !(DIRECT_READ_MIN_LEN..=MAX_RECORD_LEN).contains(&len) || frame_end > seg_len {
+            return Ok(Direct::No);
+        }
+        if out.bytes.len() + len > max_bytes {
+            if out.count == 0 {
+                // Smaller budget than the frame: the chunked path hands out
+                // part of it.
+                return Ok(Direct::No);
+            }
+            self.peeked_header = Some((base, *pos, header));
+            return Ok(Direct::Full);
+        }
+        let tail = (seg_len - frame_end).min(FRAME_HEADER_LEN as u64) as usize;
+        let w = out.bytes.len();
+        out.bytes.resize(w + len + tail, 0);
+        let got = match read_full_at(
+            file,
+            path,
+            &mut out.bytes[w..],
+            *pos + FRAME_HEADER_LEN as u64,
+        ) {
+            Ok(got) => got,
+            Err(e) => {
+                out.bytes.truncate(w);
+                return Err(e);
+            }
+        };
+        let info = match check_records(
+            out.bytes.get(w..w + len).unwrap_or(&[]),
+            be_u32(&header[4..8]),
+        ) {
+            FrameCheck::Valid(info) if got == len + tail => info,
+            _ => {
+                out.bytes.truncate(w);
+                return Ok(Direct::No);
+            }
+        };
+        if tail == FRAME_HEADER_LEN {
+            let mut next = [0u8; FRAME_HEADER_LEN];
+            next.copy_from_slice(&out.bytes[w + len..w + len + FRAME_HEADER_LEN]);
+            self.peeked_header = Some((base, frame_end, next));
+        }
+        out.bytes.truncate(w + len);
+        let dense = info.last_offset.0 - info.first_offset.0 + 1 == u64::from(info.count);
+        if info.first_offset != *want || !dense {
+            out.bytes.truncate(w);
+            return Ok(Direct::No);
+        }
+        out.count += info.count as usize;
+        *want = info.last_offset.next();
+        out.next_offset = *want;
+        *pos = frame_end;
+        Ok(Direct::Took)
     }
 
     /// Finds where reading resumes after the invalid frame at `position`;

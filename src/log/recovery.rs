@@ -167,6 +167,7 @@ impl TopicLog {
             unsynced: false,
             last_sync_ms: 0,
             poisoned: false,
+            peeked_header: None,
             skips,
             stats,
         })

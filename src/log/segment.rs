@@ -114,10 +114,17 @@ pub(crate) fn check_frame(buf: &[u8]) -> FrameCheck {
         return FrameCheck::Invalid("frame length out of range");
     }
     let frame_len = FRAME_HEADER_LEN + len;
-    let Some(mut records) = buf.get(FRAME_HEADER_LEN..frame_len) else {
+    let Some(records) = buf.get(FRAME_HEADER_LEN..frame_len) else {
         return FrameCheck::Incomplete { frame_len };
     };
-    if crc32fast::hash(records) != be_u32(&head[4..8]) {
+    check_records(records, be_u32(&head[4..8]))
+}
+
+/// Checks the record bytes of one frame against the frame's CRC, and that
+/// the records fill them exactly with strictly increasing offsets.
+pub(crate) fn check_records(mut records: &[u8], crc: u32) -> FrameCheck {
+    let frame_len = FRAME_HEADER_LEN + records.len();
+    if crc32fast::hash(records) != crc {
         return FrameCheck::Invalid("frame crc mismatch");
     }
     let mut info = FrameInfo {
@@ -142,6 +149,9 @@ pub(crate) fn check_frame(buf: &[u8]) -> FrameCheck {
         info.max_ts = info.max_ts.max(repr.timestamp_ms);
         info.count += 1;
         records = &records[rec_len..];
+    }
+    if info.count == 0 {
+        return FrameCheck::Invalid("empty frame");
     }
     FrameCheck::Valid(info)
 }

@@ -107,6 +107,9 @@ pub struct TopicLog {
     pub(crate) unsynced: bool,
     pub(crate) last_sync_ms: u64,
     pub(crate) poisoned: bool,
+    /// A frame header read ahead by the last direct read: (segment base,
+    /// position, header). Saves a syscall on sequential replay.
+    pub(crate) peeked_header: Option<(Offset, u64, [u8; FRAME_HEADER_LEN])>,
     /// Corrupt regions already reported: (segment base, position) -> where
     /// reading resumes (`None`: at the segment end).
     pub(crate) skips: HashMap<(Offset, u64), Option<u64>>,

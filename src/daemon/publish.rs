@@ -1,0 +1,466 @@
+//! Publishing: a client's record goes into the local log first (which
+//! assigns its offset and makes it durable), then to the protocol. While the
+//! group's flow window is shut (the slowest live receiver is too far
+//! behind), logged records wait here in order; sync publishes are answered
+//! when the group acknowledges their ticket, or fail at their deadline
+//! naming the receivers still behind.
+//!
+//! The log is the buffer: a waiting record keeps its bytes in memory only
+//! while the waiting bytes stay under [`STALLED_PAYLOAD_MAX_BYTES`]; past
+//! that it is read back from the log when the window opens. So a fast
+//! one-way publisher facing slow receivers costs disk reads, not daemon
+//! memory, and nothing it published is refused.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::ipc::{ConnId, Response};
+use super::{clock, Daemon};
+use crate::log::NewRecord;
+use crate::proto::{GroupId, PublishError, Ticket};
+use crate::wire::ipc::{Failure, FailureKind, Publish, PublishMode};
+use crate::wire::Offset;
+
+/// Sync publish timeout when the client sends 0.
+const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Records held back per group by flow control before new publishes are
+/// refused with `Backpressure` (each costs about 64 bytes without its
+/// payload): a last bound for receivers that never catch up.
+const STALLED_MAX: usize = 4 << 20;
+/// Payload bytes of waiting records kept in memory (all groups); beyond
+/// it, waiting records are read back from the log.
+pub(super) const STALLED_PAYLOAD_MAX_BYTES: usize = 64 << 20;
+
+/// A record already in the log, waiting for the flow window to send it.
+pub(super) struct Stalled {
+    topic: Arc<str>,
+    offset: Offset,
+    /// The record's bytes, or `None` when they are to be read from the log.
+    payload: Option<Payload>,
+    reply: Option<(ConnId, u64, PublishMode, Instant)>,
+}
+
+struct Payload {
+    timestamp_ms: u64,
+    key: Bytes,
+    value: Bytes,
+}
+
+impl Stalled {
+    fn payload_len(&self) -> usize {
+        self.payload
+            .as_ref()
+            .map_or(0, |p| p.key.len() + p.value.len())
+    }
+}
+
+/// A sync publish waiting for the group's acknowledgement.
+pub(super) struct PendingSync {
+    conn: ConnId,
+    request_id: u64,
+    offset: Offset,
+    deadline: Instant,
+}
+
+impl Daemon {
+    /// Publishes a run of same-topic requests (in request order): one log
+    /// write for all of them (which assigns their offsets), then each goes
+    /// to local subscribers, gets its async answer, and is handed to the
+    /// protocol or held while the flow window is shut. Batching the log
+    /// write is what keeps a fast publisher from costing one system call
+    /// per record.
+    pub(super) fn publish_run(&mut self, now: Instant, run: Vec<(ConnId, Publish)>) {
+        let Some(topic_name) = run.first().map(|(_, p)| p.topic.clone()) else {
+            return;
+        };
+        let refuse =
+            |daemon: &mut Daemon, run: &[(ConnId, Publish)], kind: FailureKind, message: String| {
+                for (conn, p) in run {
+                    daemon.stats.publishes_failed += 1;
+                    if p.mode != PublishMode::OneWay {
+                        let failure = Failure {
+                            kind: kind.clone(),
+                            message: message.clone(),
+                        };
+                        let request_id = p.request_id;
+                        daemon.ipc.send(
+                            *conn,
+                            &Response::PublishFailed {
+                                request_id,
+                                failure,
+                            },
+                        );
+                    }
+                }
+            };
+        let Some(group) = self.route(&topic_name) else {
+            let message = format!("no netconf [[topic]] rule matches topic {topic_name:?}");
+            return refuse(self, &run, FailureKind::UnknownTopicRule, message);
+        };
+        let allowed = self
+            .netconf
+            .rule_for(&topic_name)
+            .and_then(|r| r.publishers.as_ref())
+            .is_none_or(|names| names.contains(&self.name));
+        if !allowed {
+            let message = format!(
+                "node {} is not among the publishers of topic {topic_name:?} in the netconf",
+                self.name
+            );
+            return refuse(self, &run, FailureKind::InvalidRequest, message);
+        }
+        let stalled_len = self.loop_state.stalled.get(&group).map_or(0, VecDeque::len);
+        if stalled_len >= STALLED_MAX {
+            let message = format!("flow control holds {stalled_len} records for the group; retry");
+            return refuse(self, &run, FailureKind::Backpressure, message);
+        }
+        let now_ms = clock::wall_ms();
+        let timestamps: Vec<u64> = run
+            .iter()
+            .map(|(_, p)| {
+                if p.timestamp_ms == 0 {
+                    now_ms
+                } else {
+                    p.timestamp_ms
+                }
+            })
+            .collect();
+        let records: Vec<NewRecord<'_>> = run
+            .iter()
+            .zip(&timestamps)
+            .map(|((_, p), ts)| NewRecord {
+                timestamp_ms: *ts,
+                key: &p.key,
+                value: &p.value,
+            })
+            .collect();
+        let appended = self
+            .log
+            .log(&topic_name, self.node_id)
+            .and_then(|log| log.append_batch(now_ms, &records));
+        drop(records);
+        let first = match appended {
+            Ok(range) => range.start,
+            Err(e) => {
+                ::log::warn!(
+                    "publish not stored topic={topic_name} records={} error={e}",
+                    run.len()
+                );
+                return refuse(self, &run, FailureKind::Log, e.to_string());
+            }
+        };
+        let topic: Arc<str> = Arc::from(topic_name.as_str());
+        let name = self.name.clone();
+        for (k, ((conn, p), timestamp_ms)) in run.into_iter().zip(timestamps).enumerate() {
+            let offset = Offset(first.0 + k as u64);
+            self.stats.records_published += 1;
+            // Local subscribers see our own records too.
+            self.subs.on_record(
+                &mut self.ipc,
+                &mut self.log,
+                &topic,
+                self.node_id,
+                Some(&name),
+                offset,
+                timestamp_ms,
+                &p.key,
+                &p.value,
+            );
+            self.group_record(
+                &topic,
+                self.node_id,
+                Some(&name),
+                offset,
+                timestamp_ms,
+                &p.key,
+                &p.value,
+            );
+            if p.mode == PublishMode::Async {
+                let request_id = p.request_id;
+                self.ipc
+                    .send(conn, &Response::Published { request_id, offset });
+            }
+            let timeout = match p.timeout_ms {
+                0 => DEFAULT_SYNC_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)),
+            };
+            let record = Stalled {
+                topic: topic.clone(),
+                offset,
+                payload: Some(Payload {
+                    timestamp_ms,
+                    key: p.key,
+                    value: p.value,
+                }),
+                reply: Some((conn, p.request_id, p.mode, now + timeout)),
+            };
+            let waiting = self
+                .loop_state
+                .stalled
+                .get(&group)
+                .is_some_and(|q| !q.is_empty());
+            let record = if waiting {
+                Some(record)
+            } else {
+                self.send_record(now, group, record)
+            };
+            if let Some(record) = record {
+                self.stats.publishes_backpressured += 1;
+                self.stall(group, record, false);
+            }
+        }
+    }
+
+    /// Queues a record behind the shut window (at the front when it was the
+    /// oldest and came back), dropping its bytes past the memory bound.
+    fn stall(&mut self, group: GroupId, mut r: Stalled, front: bool) {
+        let ls = &mut self.loop_state;
+        if ls.stalled_payload_bytes + r.payload_len() > STALLED_PAYLOAD_MAX_BYTES {
+            r.payload = None;
+            self.stats.publishes_spilled += 1;
+        }
+        ls.stalled_payload_bytes += r.payload_len();
+        let q = ls.stalled.entry(group).or_default();
+        if front {
+            q.push_front(r);
+        } else {
+            q.push_back(r);
+        }
+    }
+
+    /// The record's bytes back from our log, for a record whose payload was
+    /// dropped while it waited.
+    fn reload(&mut self, topic: &str, offset: Offset) -> Option<Payload> {
+        let log = self.log.log(topic, self.node_id).ok()?;
+        let batch = log.read(offset, 1).ok()?;
+        let records = batch.records().ok()?;
+        let r = records.into_iter().find(|r| r.offset == offset)?;
+        Some(Payload {
+            timestamp_ms: r.timestamp_ms,
+            key: Bytes::copy_from_slice(r.key),
+            value: Bytes::copy_from_slice(r.value),
+        })
+    }
+
+    /// Gives one logged record to the protocol; returns it when the flow
+    /// window is shut.
+    fn send_record(&mut self, now: Instant, group: GroupId, mut r: Stalled) -> Option<Stalled> {
+        if !self.node.can_publish(group) {
+            return Some(r);
+        }
+        if r.payload.is_none() {
+            r.payload = self.reload(&r.topic, r.offset);
+        }
+        let Some(payload) = r.payload.as_ref() else {
+            // invariant: the record was appended before it was queued; only
+            // retention racing a very long stall can remove it.
+            self.stats.log_errors += 1;
+            ::log::error!(
+                "waiting record vanished from the log topic={} offset={}",
+                r.topic,
+                r.offset
+            );
+            return None;
+        };
+        match self.node.publish(
+            now,
+            group,
+            &r.topic,
+            r.offset,
+            payload.timestamp_ms,
+            &payload.key,
+            &payload.value,
+        ) {
+            Ok(ticket) => {
+                if let Some((conn, request_id, PublishMode::Sync, deadline)) = r.reply {
+                    self.loop_state.syncs.insert(
+                        (group, ticket),
+                        PendingSync {
+                            conn,
+                            request_id,
+                            offset: r.offset,
+                            deadline,
+                        },
+                    );
+                }
+                None
+            }
+            Err(PublishError::Backpressure { .. }) => Some(r),
+            Err(e) => {
+                // The record is in our log (late joiners can replay it) but
+                // the protocol refused it: tell the client.
+                self.stats.publishes_failed += 1;
+                ::log::warn!(
+                    "publish refused by protocol topic={} offset={} error={e}",
+                    r.topic,
+                    r.offset
+                );
+                if let Some((conn, request_id, mode, _)) = r.reply {
+                    if mode != PublishMode::OneWay {
+                        let kind = match e {
+                            PublishError::RecordTooLarge { size, max } => {
+                                FailureKind::RecordTooLarge {
+                                    size: size as u64,
+                                    max: max as u64,
+                                }
+                            }
+                            _ => FailureKind::InvalidRequest,
+                        };
+                        let failure = Failure {
+                            kind,
+                            message: e.to_string(),
+                        };
+                        self.ipc.send(
+                            conn,
+                            &Response::PublishFailed {
+                                request_id,
+                                failure,
+                            },
+                        );
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Sends held-back records, oldest first, while the window allows.
+    pub(super) fn send_stalled(&mut self, now: Instant) {
+        let groups: Vec<GroupId> = self
+            .loop_state
+            .stalled
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(g, _)| *g)
+            .collect();
+        for group in groups {
+            while let Some(r) = self
+                .loop_state
+                .stalled
+                .get_mut(&group)
+                .and_then(VecDeque::pop_front)
+            {
+                let ls = &mut self.loop_state;
+                ls.stalled_payload_bytes = ls.stalled_payload_bytes.saturating_sub(r.payload_len());
+                if let Some(back) = self.send_record(now, group, r) {
+                    self.stall(group, back, true);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Answers every sync publish of `group` up to `ticket`.
+    pub(super) fn complete_syncs(&mut self, group: GroupId, ticket: Ticket) {
+        let done: Vec<(GroupId, Ticket)> = self
+            .loop_state
+            .syncs
+            .range((group, Ticket(0))..=(group, ticket))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in done {
+            if let Some(s) = self.loop_state.syncs.remove(&key) {
+                self.stats.syncs_acked += 1;
+                self.ipc.send(
+                    s.conn,
+                    &Response::Published {
+                        request_id: s.request_id,
+                        offset: s.offset,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Fails sync publishes past their deadline, naming the receivers that
+    /// were live (and so had not acknowledged).
+    pub(super) fn expire_syncs(&mut self, now: Instant) {
+        let late: Vec<(GroupId, Ticket)> = self
+            .loop_state
+            .syncs
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in late {
+            let Some(s) = self.loop_state.syncs.remove(&key) else {
+                continue;
+            };
+            self.stats.syncs_timed_out += 1;
+            let waiting_for: Vec<String> = self
+                .node
+                .receivers_behind(key.0, key.1)
+                .into_iter()
+                .map(|n| match self.loop_state.names.get(&n) {
+                    Some(name) => name.to_string(),
+                    None => n.to_string(),
+                })
+                .collect();
+            let message = format!(
+                "not acknowledged in time by {}",
+                if waiting_for.is_empty() {
+                    "the group".to_string()
+                } else {
+                    waiting_for.join(", ")
+                }
+            );
+            let failure = Failure {
+                kind: FailureKind::Timeout { waiting_for },
+                message,
+            };
+            self.ipc.send(
+                s.conn,
+                &Response::PublishFailed {
+                    request_id: s.request_id,
+                    failure,
+                },
+            );
+        }
+        // Stalled sync records whose deadline passed before they were even
+        // sent: answer now, keep the record (it is in the log).
+        for q in self.loop_state.stalled.values_mut() {
+            for r in q.iter_mut() {
+                if let Some((conn, request_id, PublishMode::Sync, deadline)) = r.reply {
+                    if deadline <= now {
+                        r.reply = None;
+                        self.stats.syncs_timed_out += 1;
+                        let failure = Failure {
+                            kind: FailureKind::Timeout {
+                                waiting_for: Vec::new(),
+                            },
+                            message: "flow control held the record past the timeout".into(),
+                        };
+                        self.ipc.send(
+                            conn,
+                            &Response::PublishFailed {
+                                request_id,
+                                failure,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest sync-publish deadline, for the poll timeout.
+    pub(super) fn next_sync_deadline(&self) -> Option<Instant> {
+        self.loop_state.syncs.values().map(|s| s.deadline).min()
+    }
+
+    /// A client went away: its pending answers are dropped (its records
+    /// stay in the log and are still sent).
+    pub(super) fn forget_publishes_of(&mut self, conn: ConnId) {
+        self.loop_state.syncs.retain(|_, s| s.conn != conn);
+        for q in self.loop_state.stalled.values_mut() {
+            for s in q.iter_mut() {
+                if s.reply.is_some_and(|r| r.0 == conn) {
+                    s.reply = None;
+                }
+            }
+        }
+    }
+}
