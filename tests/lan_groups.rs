@@ -26,6 +26,7 @@ const FAST: &str =
 /// committed yet.
 struct Member {
     client: Client,
+    name: String,
     group: &'static str,
     processed: Vec<u64>,
     uncommitted: Option<(NodeId, Offset)>,
@@ -45,6 +46,7 @@ impl Member {
             .expect("subscribe with group");
         Member {
             client,
+            name: format!("{group} member on {}", d.name),
             group,
             processed: Vec::new(),
             uncommitted: None,
@@ -72,7 +74,11 @@ impl Member {
                 }
                 Ok(Some(Message::Gap(g))) => panic!("unexpected gap notice: {g:?}"),
                 Ok(None) => return n,
-                Err(e) => panic!("member connection failed: {e}"),
+                Err(e) => panic!(
+                    "{} lost its connection after {} records: {e:?}",
+                    self.name,
+                    self.processed.len()
+                ),
             }
             if Instant::now() >= deadline {
                 return n;
