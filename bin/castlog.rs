@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bench;
 mod demo;
+mod groups;
 
 /// Exit codes, documented in `castlog --help`.
 mod exit {
@@ -133,6 +134,9 @@ enum Command {
     /// Print the daemon's counters
     #[command(long_about = STATS_LONG, after_long_help = STATS_EXAMPLES)]
     Stats(StatsArgs),
+    /// List consumer groups: members, assignment, committed offsets, lag
+    #[command(long_about = groups::GROUPS_LONG, after_long_help = groups::GROUPS_EXAMPLES)]
+    Groups(groups::GroupsArgs),
     /// Validate netconf files
     #[command(long_about = CHECK_LONG, after_long_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
@@ -294,6 +298,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => run_pub(&socket(), args),
         Command::Sub(args) => run_sub(&socket(), args),
         Command::Stats(args) => run_stats(&socket(), args),
+        Command::Groups(args) => run_groups(&socket(), args),
         Command::Check(args) => return run_check(&args),
         Command::Bench(args) => {
             return match bench::run(&socket(), &args) {
@@ -735,6 +740,23 @@ fn run_stats(socket: &std::path::Path, args: StatsArgs) -> Result<(), Failure> {
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (name, value) in lines {
         writeln!(out, "{name:<width$}  {value}")?;
+    }
+    Ok(())
+}
+
+fn run_groups(socket: &std::path::Path, args: groups::GroupsArgs) -> Result<(), Failure> {
+    let mut client = Client::connect(socket)?;
+    let json = client.stats_json()?;
+    let value: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| client::Error::Rejected {
+            message: format!("daemon sent stats that are not JSON: {e}"),
+        })?;
+    let selected = groups::select(&value, args.group.as_deref());
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::Value::Array(selected))?;
+    } else {
+        groups::print(&mut out, &selected)?;
     }
     Ok(())
 }

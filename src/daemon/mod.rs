@@ -15,6 +15,7 @@
 pub mod clock;
 mod error;
 mod event_loop;
+mod groups;
 pub mod ipc;
 pub mod keyfile;
 pub mod node_id;
@@ -79,6 +80,8 @@ pub struct Daemon {
     ipc: IpcServer,
     log: LogDir,
     subs: Subscriptions,
+    /// Consumer-group members (issue 6), see `groups`.
+    group_members: groups::GroupMembers,
     replays: replay_io::Replays,
     stats: Stats,
     offload: sockets::Offload,
@@ -145,6 +148,7 @@ impl Daemon {
         let now = clock::now();
         let seed = node_id.0 ^ clock::wall_ms().rotate_left(32);
         let mut node = Node::new(node_id, &name, seed);
+        let group_members = groups::open_members(&data_dir, &netconf, &mut node);
         let local_ips = local_addresses();
         let mut groups = Vec::with_capacity(netconf.groups.len());
         for (k, g) in netconf.groups.iter().enumerate() {
@@ -214,6 +218,7 @@ impl Daemon {
             ipc,
             log,
             subs: Subscriptions::open(&data_dir),
+            group_members,
             replays: replay_io::Replays::default(),
             stats: Stats::default(),
             offload,
