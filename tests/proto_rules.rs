@@ -281,11 +281,12 @@ fn serve_replays(a: &mut Node, log: &[Vec<u8>], now: Instant) {
         if let Event::ReplayRead(serve) = e {
             let mut bytes = Vec::new();
             let mut next = serve.from.0;
-            while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
+            let end = (log.len() as u64).min(serve.to.0);
+            while next < end && bytes.len() < serve.max_bytes as usize {
                 bytes.extend_from_slice(&log[next as usize]);
                 next += 1;
             }
-            let status = if next >= log.len() as u64 {
+            let status = if next >= end {
                 ReplayStatus::ReachedEnd
             } else {
                 ReplayStatus::ChunkDone

@@ -94,7 +94,16 @@ struct Pending {
     /// A large record being put together from REPLAY_DATA pieces; kept
     /// across re-asks so each round fills only what is still missing.
     partial: Option<Partial>,
+    /// Records received past a gap, by offset (encoded), waiting for it.
+    ahead: BTreeMap<Offset, Vec<u8>>,
+    ahead_bytes: usize,
+    /// The `to` of the request in flight (smaller than `to` while asking
+    /// only for a hole before `ahead`).
+    asked_to: Offset,
 }
+
+/// Bytes of out-of-order replay records a client keeps per replay.
+const MAX_AHEAD_BYTES: usize = 4 << 20;
 
 struct Partial {
     offset: Offset,
@@ -137,7 +146,7 @@ impl ReplayClient {
         self.own = own;
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        let p = Pending {
+        let mut p = Pending {
             peer,
             log_node,
             topic: Arc::from(topic),
@@ -148,8 +157,11 @@ impl ReplayClient {
             data_this_round: false,
             empty_ends_at: None,
             partial: None,
+            ahead: BTreeMap::new(),
+            ahead_bytes: 0,
+            asked_to: to,
         };
-        send_request(out, own, id, &p);
+        send_request(out, own, id, &mut p);
         self.pending.insert(id, p);
         ReplayId(id)
     }
@@ -167,26 +179,35 @@ impl ReplayClient {
             Self::handle_piece(out, ReplayId(data.request_id), p, frag);
             return;
         }
-        let mut start = None;
-        let mut end = 0usize;
+        // Records in order are taken at once; records past a lost datagram
+        // wait in `ahead`, and the next request asks only for the hole
+        // before them (selective repair instead of re-sending the chunk).
+        let mut acc: Vec<u8> = Vec::new();
         let mut count = 0usize;
-        let mut pos = 0usize;
         for rec in data.records() {
-            let len = rec.buffer_len();
-            if rec.offset < p.expected {
-                pos += len;
+            if rec.offset < p.expected || rec.offset >= p.to {
                 continue;
             }
-            if rec.offset != p.expected || p.expected >= p.to {
-                break; // a lost datagram before this one: re-ask at END
+            if rec.offset == p.expected {
+                let _ = rec.emit_to_vec(&mut acc);
+                count += 1;
+                p.expected = rec.offset.next();
+                while let Some(bytes) = p.ahead.remove(&p.expected) {
+                    p.ahead_bytes -= bytes.len();
+                    acc.extend_from_slice(&bytes);
+                    count += 1;
+                    p.expected = p.expected.next();
+                }
+            } else if p.ahead_bytes + rec.buffer_len() <= MAX_AHEAD_BYTES
+                && !p.ahead.contains_key(&rec.offset)
+            {
+                let mut v = Vec::with_capacity(rec.buffer_len());
+                let _ = rec.emit_to_vec(&mut v);
+                p.ahead_bytes += v.len();
+                p.ahead.insert(rec.offset, v);
             }
-            start.get_or_insert(pos);
-            pos += len;
-            end = pos;
-            count += 1;
-            p.expected = rec.offset.next();
         }
-        if let Some(s) = start {
+        if count > 0 {
             p.data_this_round = true;
             p.empty_ends_at = None;
             out.stats.replay_records_received += count as u64;
@@ -194,7 +215,7 @@ impl ReplayClient {
                 id: ReplayId(data.request_id),
                 source: p.log_node,
                 topic: p.topic.clone(),
-                records: Bytes::copy_from_slice(data.records.get(s..end).unwrap_or_default()),
+                records: Bytes::from(acc),
                 count,
             });
         }
@@ -236,13 +257,21 @@ impl ReplayClient {
             Ok(rec) if rec.offset == p.expected => {
                 p.expected = rec.offset.next();
                 p.empty_ends_at = None;
-                out.stats.replay_records_received += 1;
+                let mut acc = done.buf;
+                let mut count = 1;
+                while let Some(bytes) = p.ahead.remove(&p.expected) {
+                    p.ahead_bytes -= bytes.len();
+                    acc.extend_from_slice(&bytes);
+                    count += 1;
+                    p.expected = p.expected.next();
+                }
+                out.stats.replay_records_received += count as u64;
                 out.events.push_back(Event::ReplayRecords {
                     id,
                     source: p.log_node,
                     topic: p.topic.clone(),
-                    records: Bytes::from(done.buf),
-                    count: 1,
+                    records: Bytes::from(acc),
+                    count,
                 });
             }
             _ => {} // a bad reassembly: asked again at END
@@ -262,7 +291,7 @@ impl ReplayClient {
             _ if p.expected >= p.to => Some(ReplayOutcome::Complete {
                 next_offset: p.expected,
             }),
-            ReplayStatus::ReachedEnd if p.expected >= end.next_offset => {
+            ReplayStatus::ReachedEnd if p.asked_to >= p.to && p.expected >= end.next_offset => {
                 Some(ReplayOutcome::Complete {
                     next_offset: p.expected,
                 })
@@ -334,7 +363,9 @@ impl ReplayClient {
     }
 }
 
-fn send_request(out: &mut Outputs, own: NodeId, id: u32, p: &Pending) {
+fn send_request(out: &mut Outputs, own: NodeId, id: u32, p: &mut Pending) {
+    // Ask only for the hole before records already held, if any.
+    p.asked_to = p.ahead.keys().next().copied().unwrap_or(p.to).min(p.to);
     let repr = FrameRepr {
         header: HeaderRepr {
             frame_type: FrameType::ReplayRequest,
@@ -346,7 +377,7 @@ fn send_request(out: &mut Outputs, own: NodeId, id: u32, p: &Pending) {
             request_id: id,
             log_node: p.log_node,
             from: p.expected,
-            to: p.to,
+            to: p.asked_to,
             max_bytes: CHUNK_BYTES,
             topic: &p.topic,
         }),
