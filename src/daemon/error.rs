@@ -52,6 +52,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("cannot serve the web console on {addr}: {reason} (is the port in use? change [node] console)")]
+    Console { addr: SocketAddr, reason: String },
     #[error("event loop failed: {0}")]
     Poll(#[source] io::Error),
 }

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod clock;
+pub mod console;
 mod error;
 mod event_loop;
 pub mod ipc;
@@ -81,6 +82,8 @@ pub struct Daemon {
     stats: Stats,
     offload: sockets::Offload,
     loop_state: event_loop::LoopState,
+    /// The web console, when netconf `[node] console` is set.
+    console: Option<console::Console>,
 }
 
 impl Daemon {
@@ -169,6 +172,10 @@ impl Daemon {
             });
         }
 
+        let console = match netconf.node.console {
+            Some(addr) => Some(console::Console::start(addr)?),
+            None => None,
+        };
         let ipc = IpcServer::bind(&socket_path, poll.registry(), IPC_TOKEN).map_err(|source| {
             Error::Ipc {
                 path: socket_path.clone(),
@@ -201,6 +208,7 @@ impl Daemon {
             stats: Stats::default(),
             offload,
             loop_state: event_loop::LoopState::default(),
+            console,
         })
     }
 
@@ -217,6 +225,11 @@ impl Daemon {
     /// The bound listen address (the real port when netconf said 0).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
+    }
+
+    /// The web console's bound address, when it is on.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().map(console::Console::addr)
     }
 
     /// The client IPC socket path.
