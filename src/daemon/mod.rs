@@ -16,6 +16,7 @@ pub mod clock;
 pub mod console;
 mod error;
 mod event_loop;
+mod inventory;
 pub mod ipc;
 pub mod node_id;
 mod publish;
