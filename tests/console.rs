@@ -270,7 +270,20 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
         "{metrics}"
     );
 
-    // Give the chart a few more samples, then the screenshot.
+    // Traffic while the screenshot is taken, so rates and chart show it.
+    let traffic = {
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            for round in 0..16u64 {
+                let lines: String = (0..100 + 40 * round)
+                    .map(|k| format!("tick {k}\n"))
+                    .collect();
+                castlog(&dir, &["pub", "md.prices.AAPL"], Some(&lines));
+                castlog(&dir, &["pub", "orders", "buy 1"], None);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
     std::thread::sleep(Duration::from_secs(2));
     let png = dir.join("console.png");
     run_chromium(
@@ -280,9 +293,12 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
         &[
             format!("--screenshot={}", png.display()),
             "--window-size=1280,900".into(),
+            // Let the page's timers fetch a few snapshots before the shot.
+            "--virtual-time-budget=2500".into(),
             url,
         ],
     );
+    traffic.join().expect("publisher thread");
     let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
     assert!(
         bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,

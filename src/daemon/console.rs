@@ -144,6 +144,10 @@ impl Drop for Console {
 /// into the history.
 fn serve(server: &tiny_http::Server, shared: &Mutex<Snapshot>, stop: &AtomicBool) {
     let mut history = History::default();
+    // The snapshot before the current one, so the page's first render
+    // already has rates.
+    let mut previous = Snapshot::default();
+    let mut current = Snapshot::default();
     while !stop.load(Ordering::Relaxed) {
         let request = match server.recv_timeout(RECV_WAIT) {
             Ok(r) => r,
@@ -155,14 +159,21 @@ fn serve(server: &tiny_http::Server, shared: &Mutex<Snapshot>, stop: &AtomicBool
         };
         let snap = shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
         history.take(&snap);
+        if snap.generation != current.generation {
+            previous = std::mem::replace(&mut current, snap.clone());
+        }
         if let Some(request) = request {
-            let (status, content_type, body) = route(request.url(), &snap, &history);
+            let (status, content_type, body) = route(request.url(), &snap, &previous, &history);
             let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+            let taken_ms = snap.wall_ms.to_string();
             for (name, value) in [
                 ("Content-Type", content_type),
                 ("Cache-Control", "no-store"),
+                // When the snapshot was taken, so the page computes rates
+                // over the snapshots' interval, not its own fetches'.
+                ("X-Castlog-Snapshot-Ms", taken_ms.as_str()),
             ] {
-                // Constant ASCII, which `from_bytes` always accepts.
+                // ASCII names and values, which `from_bytes` accepts.
                 if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
                     response.add_header(h);
                 }
@@ -175,7 +186,12 @@ fn serve(server: &tiny_http::Server, shared: &Mutex<Snapshot>, stop: &AtomicBool
 }
 
 /// Answers one request: (status, content type, body).
-fn route(url: &str, snap: &Snapshot, history: &History) -> (u16, &'static str, String) {
+fn route(
+    url: &str,
+    snap: &Snapshot,
+    previous: &Snapshot,
+    history: &History,
+) -> (u16, &'static str, String) {
     let path = url.split('?').next().unwrap_or(url);
     let json = if snap.json.is_empty() {
         "{}"
@@ -183,7 +199,7 @@ fn route(url: &str, snap: &Snapshot, history: &History) -> (u16, &'static str, S
         &snap.json
     };
     match path {
-        "/" | "/index.html" => (200, "text/html; charset=utf-8", page(snap)),
+        "/" | "/index.html" => (200, "text/html; charset=utf-8", page(snap, previous)),
         "/api/stats" => (200, "application/json", json.to_string()),
         "/api/history" => (200, "application/json", history.to_json().to_string()),
         "/metrics" => (
@@ -195,18 +211,25 @@ fn route(url: &str, snap: &Snapshot, history: &History) -> (u16, &'static str, S
     }
 }
 
-/// The page with the current snapshot embedded, so its first render needs
-/// no fetch.
-fn page(snap: &Snapshot) -> String {
-    let initial = if snap.json.is_empty() {
-        "null".to_string()
-    } else {
-        // `</` inside a <script> would end it early.
+/// The page with the current snapshot (and the one before, for rates)
+/// embedded, so its first render needs no fetch.
+fn page(snap: &Snapshot, previous: &Snapshot) -> String {
+    // `</` inside a <script> would end it early.
+    let embed = |s: &Snapshot| {
         format!(
             "{{\"wall_ms\":{},\"stats\":{}}}",
-            snap.wall_ms,
-            snap.json.replace("</", "<\\/")
+            s.wall_ms,
+            s.json.replace("</", "<\\/")
         )
+    };
+    let initial = match (snap.json.is_empty(), previous.json.is_empty()) {
+        (true, _) => "null".to_string(),
+        (false, true) => embed(snap),
+        (false, false) => {
+            let mut e = embed(snap);
+            e.pop();
+            format!("{e},\"prev\":{}}}", embed(previous))
+        }
     };
     PAGE.replacen(PAGE_INITIAL_MARK, &initial, 1)
 }
@@ -425,7 +448,7 @@ mod tests {
             wall_ms: 5,
             generation: 1,
         };
-        let html = page(&snap);
+        let html = page(&snap, &Snapshot::default());
         assert!(html.contains(r#"{"wall_ms":5,"stats":{"node":{"name":"<\/script>"}}}"#));
         assert!(!html.contains(PAGE_INITIAL_MARK));
     }
