@@ -9,12 +9,15 @@
 //! - [`netconf`]: reading and validating netconf TOML files.
 //! - [`daemon`]: the only room with sockets, threads and the clock.
 //! - [`client`]: the application API over the daemon's Unix socket.
+//! - [`decode`]: reads packet captures and shows the castlog frames in them.
 //!
 //! Dependencies point one way: `daemon -> proto, log, netconf, wire`;
-//! `proto -> wire`; `log -> wire::record`; `client -> wire::ipc`.
+//! `proto -> wire`; `log -> wire::record`; `client -> wire::ipc`;
+//! `decode -> wire` (plus etherparse).
 
 pub mod client;
 pub mod daemon;
+pub mod decode;
 pub mod log;
 pub mod netconf;
 pub mod proto;

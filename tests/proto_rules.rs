@@ -274,6 +274,32 @@ fn publish_is_acknowledged_only_when_every_live_receiver_has_it() {
     assert!(events(&mut a).contains(&Event::Acked { group: G, ticket }));
 }
 
+/// Answers every replay request `a` heard from an in-memory log of encoded
+/// records (index = offset), as the daemon does from its log.
+fn serve_replays(a: &mut Node, log: &[Vec<u8>], now: Instant) {
+    for e in events(a) {
+        if let Event::ReplayRead(serve) = e {
+            let mut bytes = Vec::new();
+            let mut next = serve.from.0;
+            while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
+                bytes.extend_from_slice(&log[next as usize]);
+                next += 1;
+            }
+            let status = if next >= log.len() as u64 {
+                ReplayStatus::ReachedEnd
+            } else {
+                ReplayStatus::ChunkDone
+            };
+            a.supply_replay_chunk(
+                now,
+                &serve,
+                &bytes,
+                castlog::proto::replay_end(status, Offset(next), Offset(0)),
+            );
+        }
+    }
+}
+
 #[test]
 fn replay_streams_a_log_range_in_chunks_in_offset_order() {
     let t0 = Instant::now();
@@ -306,27 +332,7 @@ fn replay_streams_a_log_range_in_chunks_in_offset_order() {
         for (_, f) in drain(&mut b, now) {
             a.handle_datagram(now, addr(2), None, &f);
         }
-        for e in events(&mut a) {
-            if let Event::ReplayRead(serve) = e {
-                let mut bytes = Vec::new();
-                let mut next = serve.from.0;
-                while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
-                    bytes.extend_from_slice(&log[next as usize]);
-                    next += 1;
-                }
-                let status = if next >= log.len() as u64 {
-                    ReplayStatus::ReachedEnd
-                } else {
-                    ReplayStatus::ChunkDone
-                };
-                a.supply_replay_chunk(
-                    now,
-                    &serve,
-                    &bytes,
-                    castlog::proto::replay_end(status, Offset(next), Offset(0)),
-                );
-            }
-        }
+        serve_replays(&mut a, &log, now);
         for (i, (_, f)) in drain(&mut a, now).into_iter().enumerate() {
             // Lose one datagram of the first chunk: the client re-asks.
             if _round == 0 && i == 3 {
@@ -432,27 +438,7 @@ fn replay_carries_records_larger_than_a_datagram_in_pieces_despite_loss() {
         for (_, f) in drain(&mut b, now) {
             a.handle_datagram(now, addr(2), None, &f);
         }
-        for e in events(&mut a) {
-            if let Event::ReplayRead(serve) = e {
-                let mut bytes = Vec::new();
-                let mut next = serve.from.0;
-                while next < log.len() as u64 && bytes.len() < serve.max_bytes as usize {
-                    bytes.extend_from_slice(&log[next as usize]);
-                    next += 1;
-                }
-                let status = if next >= log.len() as u64 {
-                    ReplayStatus::ReachedEnd
-                } else {
-                    ReplayStatus::ChunkDone
-                };
-                a.supply_replay_chunk(
-                    now,
-                    &serve,
-                    &bytes,
-                    castlog::proto::replay_end(status, Offset(next), Offset(0)),
-                );
-            }
-        }
+        serve_replays(&mut a, &log, now);
         for (_, f) in drain(&mut a, now) {
             k += 1;
             // Lose every 37th datagram: pieces of the large records too.

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mio::{Events, Interest};
 
 use super::ipc::{ConnId, Request, Response};
@@ -34,6 +35,8 @@ use crate::wire::{NodeId, Offset, RecordRepr, TopicId};
 
 /// Most datagrams taken from one socket per loop round.
 const RECV_BUDGET: usize = 1024;
+/// Record bytes appended to the log in one write at most.
+const PUBLISH_RUN_BYTES: usize = 4 << 20;
 /// Largest datagram we receive: the UDP maximum, so nothing valid is cut.
 const RECV_BUF_BYTES: usize = 65_536;
 /// Longest the loop sleeps, so a shutdown flag set by another thread (tests)
@@ -43,6 +46,14 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// and retention is applied.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(50);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
+
+/// One delivered record, as batched for the log.
+pub(super) struct Delivered {
+    offset: Offset,
+    timestamp_ms: u64,
+    key: Bytes,
+    value: Bytes,
+}
 
 /// One group's receive socket and where its `Dest::Group` sends go.
 pub(super) struct GroupIo {
@@ -89,6 +100,8 @@ pub(super) struct LoopState {
     pub(super) stalled: HashMap<GroupId, VecDeque<Stalled>>,
     /// Payload bytes held by `stalled` (see `publish.rs`).
     pub(super) stalled_payload_bytes: usize,
+    /// Events drained from the node, reused between rounds.
+    events: Vec<Event>,
     /// Sync publishes per group by ticket; a ticket that was stalled gets
     /// its entry when it is finally published.
     pub(super) syncs: BTreeMap<(GroupId, Ticket), PendingSync>,
@@ -138,9 +151,7 @@ impl Daemon {
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
             }
-            for (conn, request) in requests.drain(..) {
-                self.handle_request(now, conn, request);
-            }
+            self.handle_requests(now, &mut requests);
             self.loop_state.requests = requests;
             self.send_stalled(now);
             self.node.flush(now);
@@ -266,9 +277,39 @@ impl Daemon {
         true
     }
 
+    /// Handles requests in arrival order; consecutive publishes to one topic
+    /// go to the log as one batch.
+    fn handle_requests(&mut self, now: Instant, requests: &mut Vec<(ConnId, Request)>) {
+        let mut iter = requests.drain(..).peekable();
+        while let Some((conn, request)) = iter.next() {
+            let Request::Publish(p) = request else {
+                self.handle_request(now, conn, request);
+                continue;
+            };
+            let mut bytes = p.value.len();
+            let mut run = vec![(conn, p)];
+            while bytes < PUBLISH_RUN_BYTES {
+                let same_topic = match (iter.peek(), run.first()) {
+                    (Some((_, Request::Publish(next))), Some((_, first))) => {
+                        next.topic == first.topic
+                    }
+                    _ => false,
+                };
+                if !same_topic {
+                    break;
+                }
+                if let Some((c, Request::Publish(next))) = iter.next() {
+                    bytes += next.value.len();
+                    run.push((c, next));
+                }
+            }
+            self.publish_run(now, run);
+        }
+    }
+
     fn handle_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         match request {
-            Request::Publish(p) => self.publish(now, conn, p),
+            Request::Publish(p) => self.publish_run(now, vec![(conn, p)]),
             Request::Subscribe(s) => {
                 let sub_id = s.sub_id;
                 match self.subs.add(conn, s, &mut self.log) {
@@ -298,9 +339,15 @@ impl Daemon {
     /// subscribers and writes client output.
     fn flush_outputs(&mut self, now: Instant) {
         self.flush_transmits(now);
-        while let Some(event) = self.node.poll_event() {
-            self.handle_event(now, event);
+        let mut events = std::mem::take(&mut self.loop_state.events);
+        loop {
+            events.extend(std::iter::from_fn(|| self.node.poll_event()));
+            if events.is_empty() {
+                break;
+            }
+            self.handle_events(now, &mut events);
         }
+        self.loop_state.events = events;
         // Events (repair requests, replay answers) may have queued more.
         self.flush_transmits(now);
         self.subs
@@ -498,6 +545,122 @@ impl Daemon {
             Event::ReplayDone { id, outcome } => self.replay_done(now, id, outcome),
             #[allow(unreachable_patterns)]
             _ => {}
+        }
+    }
+
+    /// Handles a drained batch of events in order; consecutive deliveries of
+    /// one (topic, source) go to the log as one batch.
+    fn handle_events(&mut self, now: Instant, events: &mut Vec<Event>) {
+        let mut iter = events.drain(..).peekable();
+        let mut run: Vec<Delivered> = Vec::new();
+        while let Some(event) = iter.next() {
+            let Event::Deliver {
+                topic,
+                source,
+                offset,
+                timestamp_ms,
+                key,
+                value,
+                ..
+            } = event
+            else {
+                self.handle_event(now, event);
+                continue;
+            };
+            run.push(Delivered {
+                offset,
+                timestamp_ms,
+                key,
+                value,
+            });
+            while let Some(Event::Deliver {
+                topic: t,
+                source: s,
+                ..
+            }) = iter.peek()
+            {
+                if *s != source || *t != topic {
+                    break;
+                }
+                if let Some(Event::Deliver {
+                    offset,
+                    timestamp_ms,
+                    key,
+                    value,
+                    ..
+                }) = iter.next()
+                {
+                    run.push(Delivered {
+                        offset,
+                        timestamp_ms,
+                        key,
+                        value,
+                    });
+                }
+            }
+            self.store_deliveries(&topic, source, &run);
+            run.clear();
+        }
+    }
+
+    /// Writes received records of one (topic, source), in delivery order, to
+    /// our log with one write, then to matching subscribers.
+    pub(super) fn store_deliveries(&mut self, topic: &Arc<str>, source: NodeId, run: &[Delivered]) {
+        self.route(topic);
+        if self.is_filling(topic, source) {
+            for d in run {
+                self.store_delivery(topic, source, d.offset, d.timestamp_ms, &d.key, &d.value);
+            }
+            return;
+        }
+        let log = match self.log.log(topic, source) {
+            Ok(log) => log,
+            Err(e) => {
+                self.stats.log_errors += 1;
+                ::log::error!(
+                    "cannot open log for received records topic={topic} source={source} error={e}"
+                );
+                return;
+            }
+        };
+        // The log stores a record iff its offset is at or past the log's
+        // next offset (older ones are duplicates); mirror that to know which
+        // to pass on.
+        let mut next = log.next_offset();
+        let records = run.iter().map(|d| RecordRepr {
+            topic: TopicId(0),
+            offset: d.offset,
+            timestamp_ms: d.timestamp_ms,
+            key: &d.key,
+            value: &d.value,
+        });
+        if let Err(e) = log.append_replica_batch(clock::wall_ms(), records) {
+            self.stats.log_errors += 1;
+            ::log::error!(
+                "cannot store received records topic={topic} source={source} records={} error={e}",
+                run.len()
+            );
+            return;
+        }
+        let name = self.loop_state.names.get(&source).cloned();
+        for d in run {
+            if d.offset < next {
+                self.stats.records_duplicate += 1;
+                continue;
+            }
+            next = d.offset.next();
+            self.stats.records_stored += 1;
+            self.subs.on_record(
+                &mut self.ipc,
+                &mut self.log,
+                topic,
+                source,
+                name.as_deref(),
+                d.offset,
+                d.timestamp_ms,
+                &d.key,
+                &d.value,
+            );
         }
     }
 

@@ -18,6 +18,7 @@ mod error;
 mod event_loop;
 mod inventory;
 pub mod ipc;
+pub mod keyfile;
 pub mod node_id;
 mod publish;
 mod replay_io;

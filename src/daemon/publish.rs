@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use super::ipc::{ConnId, Response};
 use super::{clock, Daemon};
+use crate::log::NewRecord;
 use crate::proto::{GroupId, PublishError, Ticket};
 use crate::wire::ipc::{Failure, FailureKind, Publish, PublishMode};
 use crate::wire::Offset;
@@ -65,111 +66,142 @@ pub(super) struct PendingSync {
 }
 
 impl Daemon {
-    /// Appends to the local log (which assigns the offset), then hands the
-    /// record to the protocol, or holds it while the flow window is shut.
-    pub(super) fn publish(&mut self, now: Instant, conn: ConnId, p: Publish) {
-        let fail = |daemon: &mut Daemon, kind: FailureKind, message: String| {
-            daemon.stats.publishes_failed += 1;
-            if p.mode != PublishMode::OneWay {
-                let failure = Failure { kind, message };
-                daemon.ipc.send(
-                    conn,
-                    &Response::PublishFailed {
-                        request_id: p.request_id,
-                        failure,
-                    },
-                );
-            }
+    /// Publishes a run of same-topic requests (in request order): one log
+    /// write for all of them (which assigns their offsets), then each goes
+    /// to local subscribers, gets its async answer, and is handed to the
+    /// protocol or held while the flow window is shut. Batching the log
+    /// write is what keeps a fast publisher from costing one system call
+    /// per record.
+    pub(super) fn publish_run(&mut self, now: Instant, run: Vec<(ConnId, Publish)>) {
+        let Some(topic_name) = run.first().map(|(_, p)| p.topic.clone()) else {
+            return;
         };
-        let Some(group) = self.route(&p.topic) else {
-            let message = format!("no netconf [[topic]] rule matches topic {:?}", p.topic);
-            return fail(self, FailureKind::UnknownTopicRule, message);
+        let refuse =
+            |daemon: &mut Daemon, run: &[(ConnId, Publish)], kind: FailureKind, message: String| {
+                for (conn, p) in run {
+                    daemon.stats.publishes_failed += 1;
+                    if p.mode != PublishMode::OneWay {
+                        let failure = Failure {
+                            kind: kind.clone(),
+                            message: message.clone(),
+                        };
+                        let request_id = p.request_id;
+                        daemon.ipc.send(
+                            *conn,
+                            &Response::PublishFailed {
+                                request_id,
+                                failure,
+                            },
+                        );
+                    }
+                }
+            };
+        let Some(group) = self.route(&topic_name) else {
+            let message = format!("no netconf [[topic]] rule matches topic {topic_name:?}");
+            return refuse(self, &run, FailureKind::UnknownTopicRule, message);
         };
         let allowed = self
             .netconf
-            .rule_for(&p.topic)
+            .rule_for(&topic_name)
             .and_then(|r| r.publishers.as_ref())
             .is_none_or(|names| names.contains(&self.name));
         if !allowed {
             let message = format!(
-                "node {} is not among the publishers of topic {:?} in the netconf",
-                self.name, p.topic
+                "node {} is not among the publishers of topic {topic_name:?} in the netconf",
+                self.name
             );
-            return fail(self, FailureKind::InvalidRequest, message);
+            return refuse(self, &run, FailureKind::InvalidRequest, message);
         }
         let stalled_len = self.loop_state.stalled.get(&group).map_or(0, VecDeque::len);
         if stalled_len >= STALLED_MAX {
             let message = format!("flow control holds {stalled_len} records for the group; retry");
-            return fail(self, FailureKind::Backpressure, message);
+            return refuse(self, &run, FailureKind::Backpressure, message);
         }
-        let timestamp_ms = if p.timestamp_ms == 0 {
-            clock::wall_ms()
-        } else {
-            p.timestamp_ms
-        };
         let now_ms = clock::wall_ms();
+        let timestamps: Vec<u64> = run
+            .iter()
+            .map(|(_, p)| {
+                if p.timestamp_ms == 0 {
+                    now_ms
+                } else {
+                    p.timestamp_ms
+                }
+            })
+            .collect();
+        let records: Vec<NewRecord<'_>> = run
+            .iter()
+            .zip(&timestamps)
+            .map(|((_, p), ts)| NewRecord {
+                timestamp_ms: *ts,
+                key: &p.key,
+                value: &p.value,
+            })
+            .collect();
         let appended = self
             .log
-            .log(&p.topic, self.node_id)
-            .and_then(|log| log.append(now_ms, timestamp_ms, &p.key, &p.value));
-        let offset = match appended {
-            Ok(offset) => offset,
+            .log(&topic_name, self.node_id)
+            .and_then(|log| log.append_batch(now_ms, &records));
+        drop(records);
+        let first = match appended {
+            Ok(range) => range.start,
             Err(e) => {
-                ::log::warn!("publish not stored topic={} error={e}", p.topic);
-                return fail(self, FailureKind::Log, e.to_string());
+                ::log::warn!(
+                    "publish not stored topic={topic_name} records={} error={e}",
+                    run.len()
+                );
+                return refuse(self, &run, FailureKind::Log, e.to_string());
             }
         };
-        self.stats.records_published += 1;
-        let topic: Arc<str> = Arc::from(p.topic.as_str());
-        // Local subscribers see our own records too.
+        let topic: Arc<str> = Arc::from(topic_name.as_str());
         let name = self.name.clone();
-        self.subs.on_record(
-            &mut self.ipc,
-            &mut self.log,
-            &topic,
-            self.node_id,
-            Some(&name),
-            offset,
-            timestamp_ms,
-            &p.key,
-            &p.value,
-        );
-        if p.mode == PublishMode::Async {
-            self.ipc.send(
-                conn,
-                &Response::Published {
-                    request_id: p.request_id,
-                    offset,
-                },
-            );
-        }
-        let timeout = match p.timeout_ms {
-            0 => DEFAULT_SYNC_TIMEOUT,
-            ms => Duration::from_millis(u64::from(ms)),
-        };
-        let record = Stalled {
-            topic,
-            offset,
-            payload: Some(Payload {
+        for (k, ((conn, p), timestamp_ms)) in run.into_iter().zip(timestamps).enumerate() {
+            let offset = Offset(first.0 + k as u64);
+            self.stats.records_published += 1;
+            // Local subscribers see our own records too.
+            self.subs.on_record(
+                &mut self.ipc,
+                &mut self.log,
+                &topic,
+                self.node_id,
+                Some(&name),
+                offset,
                 timestamp_ms,
-                key: p.key,
-                value: p.value,
-            }),
-            reply: Some((conn, p.request_id, p.mode, now + timeout)),
-        };
-        let waiting = self
-            .loop_state
-            .stalled
-            .get(&group)
-            .is_some_and(|q| !q.is_empty());
-        let record = if waiting {
-            Some(record)
-        } else {
-            self.send_record(now, group, record)
-        };
-        if let Some(record) = record {
-            self.stats.publishes_backpressured += 1;
-            self.stall(group, record, false);
+                &p.key,
+                &p.value,
+            );
+            if p.mode == PublishMode::Async {
+                let request_id = p.request_id;
+                self.ipc
+                    .send(conn, &Response::Published { request_id, offset });
+            }
+            let timeout = match p.timeout_ms {
+                0 => DEFAULT_SYNC_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)),
+            };
+            let record = Stalled {
+                topic: topic.clone(),
+                offset,
+                payload: Some(Payload {
+                    timestamp_ms,
+                    key: p.key,
+                    value: p.value,
+                }),
+                reply: Some((conn, p.request_id, p.mode, now + timeout)),
+            };
+            let waiting = self
+                .loop_state
+                .stalled
+                .get(&group)
+                .is_some_and(|q| !q.is_empty());
+            let record = if waiting {
+                Some(record)
+            } else {
+                self.send_record(now, group, record)
+            };
+            if let Some(record) = record {
+                self.stats.publishes_backpressured += 1;
+                self.stall(group, record, false);
+            }
         }
     }
 

@@ -196,6 +196,11 @@ impl Daemon {
         out
     }
 
+    /// Whether a replay is filling this (topic, source) log right now.
+    pub(super) fn is_filling(&self, topic: &Arc<str>, source: NodeId) -> bool {
+        self.replays.filling.contains_key(&(topic.clone(), source))
+    }
+
     /// While a (topic, source) log is being filled, live records wait.
     /// Returns true when the record was held.
     pub(super) fn replay_holds(

@@ -16,8 +16,8 @@ use super::{
     Dest, Event, GroupConfig, GroupId, PublishError, ReplayId, Rng, Stats, Ticket, Transmit,
 };
 use crate::wire::{
-    AnnounceKind, AnnounceRepr, Body, Flags, FrameRepr, FrameType, HeaderRepr, NodeId, Offset, Seq,
-    SessionId,
+    AnnounceKind, AnnounceRepr, Body, Flags, Frame, FrameRepr, FrameType, HeaderRepr, NodeId,
+    Offset, Seq, SessionId,
 };
 
 /// What components hand back to the node: frames to send, events, counters.
@@ -186,6 +186,12 @@ impl Node {
         bytes: &[u8],
     ) {
         self.out.stats.datagrams_received += 1;
+        // Our own multicast, looped back so that daemons can share a host:
+        // dropped before the CRC is computed.
+        if Frame::new_unchecked(bytes).node() == self.id {
+            self.out.stats.datagrams_own_dropped += 1;
+            return;
+        }
         let frame = match FrameRepr::parse(bytes) {
             Ok(f) => f,
             Err(e) => {

@@ -130,7 +130,8 @@ impl Flags {
     /// The DATA body holds one fragment of a record, not whole records.
     /// Structural: it selects the body layout, so it is set by the emitter.
     pub const FRAGMENT: Flags = Flags(2);
-    /// Reserved for the group HMAC trailer; no frame carries it yet.
+    /// The datagram carries a group HMAC trailer after `frame_len` (see
+    /// `wire::auth`): set by `auth::seal`, checked by `auth::verify`.
     pub const AUTH: Flags = Flags(4);
 
     pub fn contains(self, other: Flags) -> bool {

@@ -24,10 +24,12 @@
 //!
 //! Entry points: [`FrameRepr::parse`] for a received datagram,
 //! [`FrameRepr::emit`] to write one, [`rewrite_flags`] to mark a stored
-//! frame as a repair.
+//! frame as a repair, [`auth::seal`] / [`auth::verify`] for groups with a
+//! shared key.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod announce;
+pub mod auth;
 mod codec;
 pub mod data;
 mod error;
