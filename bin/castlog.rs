@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bench;
 mod demo;
+mod stats_table;
 
 /// Exit codes, documented in `castlog --help`.
 mod exit {
@@ -94,13 +95,30 @@ Examples:
   castlog sub 'jobs.*' --group workers";
 
 const STATS_LONG: &str = "\
-Print the daemon's counters, one `name value` per line, sorted by name
-(nested counters as dotted names), or the daemon's JSON document with --json.";
+Print the daemon's counters as a table grouped by section: the node on one
+line; its groups, the peers heard on them and its topic logs (offsets, log
+size, segments) as tables; then the counters of each room (daemon, proto,
+log, ipc) in columns. With --json, the daemon's JSON document as it is (the
+same document the web console serves at /api/stats).";
 
 const STATS_EXAMPLES: &str = "\
 Examples:
   castlog stats
-  castlog stats --json | jq .";
+  castlog stats --json | jq .daemon.records_published
+  COLUMNS=80 castlog stats";
+
+const TOP_LONG: &str = "\
+Show the daemon's counters live, as `castlog stats` lays them out, redrawn
+every --interval seconds (the screen is cleared with ANSI escape codes), with
+the rate per second of every counter beside it. Ctrl-C exits. --count stops
+after that many screens (for scripts). For a browser view, set
+`console = \"127.0.0.1:7480\"` in the netconf's [node] table.";
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  castlog top
+  castlog top --interval 5
+  castlog --socket /run/castlog/h1.sock top --count 3";
 
 const CHECK_LONG: &str = "\
 Validate netconf files without starting a daemon: every error of every file
@@ -133,6 +151,9 @@ enum Command {
     /// Print the daemon's counters
     #[command(long_about = STATS_LONG, after_long_help = STATS_EXAMPLES)]
     Stats(StatsArgs),
+    /// Show the daemon's counters live, with rates
+    #[command(long_about = TOP_LONG, after_long_help = TOP_EXAMPLES)]
+    Top(TopArgs),
     /// Validate netconf files
     #[command(long_about = CHECK_LONG, after_long_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
@@ -249,6 +270,16 @@ struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+struct TopArgs {
+    /// Seconds between screens
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    interval: f64,
+    /// Stop after N screens [default: run until Ctrl-C]
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
 struct StatsArgs {
     /// Print the daemon's JSON document as it is
     #[arg(long)]
@@ -294,6 +325,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => run_pub(&socket(), args),
         Command::Sub(args) => run_sub(&socket(), args),
         Command::Stats(args) => run_stats(&socket(), args),
+        Command::Top(args) => run_top(&socket(), &args),
         Command::Check(args) => return run_check(&args),
         Command::Bench(args) => {
             return match bench::run(&socket(), &args) {
@@ -721,39 +753,51 @@ fn run_stats(socket: &std::path::Path, args: StatsArgs) -> Result<(), Failure> {
         writeln!(out, "{json}")?;
         return Ok(());
     }
-    let value: serde_json::Value = match serde_json::from_str(&json) {
-        Ok(v) => v,
-        Err(e) => {
-            return Err(client::Error::Rejected {
-                message: format!("daemon sent stats that are not JSON: {e}"),
-            }
-            .into())
-        }
-    };
-    let mut lines = Vec::new();
-    flatten("", &value, &mut lines);
-    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    for (name, value) in lines {
-        writeln!(out, "{name:<width$}  {value}")?;
-    }
+    let value = parse_stats(&json)?;
+    write!(
+        out,
+        "{}",
+        stats_table::render(&value, None, stats_table::terminal_width())
+    )?;
     Ok(())
 }
 
-/// Turns nested objects into `a.b.c value` lines, sorted by name.
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&name, v, out);
-            }
+fn parse_stats(json: &str) -> Result<serde_json::Value, Failure> {
+    serde_json::from_str(json).map_err(|e| {
+        client::Error::Rejected {
+            message: format!("daemon sent stats that are not JSON: {e}"),
         }
-        serde_json::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-        other => out.push((prefix.to_owned(), other.to_string())),
+        .into()
+    })
+}
+
+/// `castlog top`: the stats table redrawn every interval, with rates.
+fn run_top(socket: &std::path::Path, args: &TopArgs) -> Result<(), Failure> {
+    let mut client = Client::connect(socket)?;
+    let interval = seconds(args.interval.max(0.1));
+    let mut previous: Option<(serde_json::Value, std::time::Instant)> = None;
+    let mut screens = 0u64;
+    loop {
+        let value = parse_stats(&client.stats_json()?)?;
+        let now = std::time::Instant::now();
+        let before = previous
+            .as_ref()
+            .map(|(v, t)| (v, now.duration_since(*t).as_secs_f64()));
+        let table = stats_table::render(&value, before, stats_table::terminal_width());
+        let mut out = io::stdout().lock();
+        // Home the cursor and clear the screen, then draw.
+        write!(
+            out,
+            "\x1b[H\x1b[2Jcastlog top  every {:.1}s  (Ctrl-C exits)\n\n{table}",
+            interval.as_secs_f64()
+        )?;
+        out.flush()?;
+        previous = Some((value, now));
+        screens += 1;
+        if args.count.is_some_and(|n| screens >= n) {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
     }
 }
 

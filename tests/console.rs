@@ -259,6 +259,18 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
     );
     assert!(dom.contains("Loss and repair") && dom.contains("NAKs sent / received"));
 
+    // The terminal forms: castlog stats as a table, castlog top redrawn.
+    let table = String::from_utf8_lossy(&castlog(dir, &["stats"], None).stdout).into_owned();
+    assert!(table.starts_with("NODE  name console-test"), "{table}");
+    assert!(
+        table.contains("\nTOPICS\n") && table.contains("md.prices.AAPL"),
+        "{table}"
+    );
+    let top = castlog(dir, &["top", "--count", "2", "--interval", "0.2"], None);
+    let top = String::from_utf8_lossy(&top.stdout).into_owned();
+    assert_eq!(top.matches("\x1b[H\x1b[2J").count(), 2, "{top}");
+    assert!(top.contains("records_published"), "{top}");
+
     // The other endpoints: JSON as castlog stats --json, Prometheus text.
     let api = http_get(console, "/api/stats");
     let body = api.split("\r\n\r\n").nth(1).unwrap_or("");
