@@ -52,7 +52,7 @@ fn free_port() -> u16 {
 /// netconf/default.toml with its own multicast group (tests running in
 /// parallel, and other daemons on this host, must not hear each other) and
 /// the console on.
-fn netconf(console: SocketAddr) -> String {
+fn netconf(console: Option<SocketAddr>) -> String {
     let default =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("netconf/default.toml"))
             .expect("read netconf/default.toml");
@@ -64,6 +64,7 @@ fn netconf(console: SocketAddr) -> String {
     );
     assert!(default.contains("address = \"239.255.77.1:7400\""));
     assert!(default.contains("listen = \"127.0.0.1:0\"\n"));
+    let console = console.map_or(String::new(), |c| format!("console = \"{c}\"\n"));
     default
         .replace(
             "address = \"239.255.77.1:7400\"",
@@ -71,12 +72,14 @@ fn netconf(console: SocketAddr) -> String {
         )
         .replace(
             "listen = \"127.0.0.1:0\"\n",
-            &format!("listen = \"127.0.0.1:0\"\nconsole = \"{console}\"\n"),
+            &format!("listen = \"127.0.0.1:0\"\n{console}"),
         )
 }
 
-fn start_daemon(dir: &Path, console: SocketAddr) -> Daemon {
-    let conf = dir.join("console.toml");
+/// A castlogd with its netconf, data, socket and log in `dir`.
+fn start_daemon(dir: &Path, name: &str, console: Option<SocketAddr>) -> Daemon {
+    std::fs::create_dir_all(dir).expect("create daemon dir");
+    let conf = dir.join("netconf.toml");
     std::fs::write(&conf, netconf(console)).expect("write netconf");
     let log = dir.join("castlogd.log");
     let out = std::fs::File::create(&log).expect("create daemon log");
@@ -89,14 +92,16 @@ fn start_daemon(dir: &Path, console: SocketAddr) -> Daemon {
         .arg("--socket")
         .arg(dir.join("castlogd.sock"))
         .arg("--name")
-        .arg("console-test")
+        .arg(name)
         .stdout(out)
         .stderr(err)
         .spawn()
         .expect("spawn castlogd");
     let daemon = Daemon { child, log };
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !(dir.join("castlogd.sock").exists() && TcpStream::connect(console).is_ok()) {
+    while !(dir.join("castlogd.sock").exists()
+        && console.is_none_or(|c| TcpStream::connect(c).is_ok()))
+    {
         assert!(
             Instant::now() < deadline,
             "castlogd did not come up; its log:\n{}",
@@ -207,7 +212,10 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
     let console: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("console address");
-    let daemon = start_daemon(dir, console);
+    let daemon = start_daemon(dir, "console-test", Some(console));
+    // A second node on the same group, so peers and received records show.
+    let peer_dir = dir.join("peer");
+    let _peer = start_daemon(&peer_dir, "console-peer", None);
 
     // Publish in a few rounds a second apart, so the chart has a shape.
     let mut published = 0u64;
@@ -219,6 +227,8 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
             &["pub", "orders", "--mode", "sync", "buy 10", "sell 5"],
             None,
         );
+        let lines: String = (0..100 * round).map(|k| format!("quote {k}\n")).collect();
+        castlog(&peer_dir, &["pub", "md.prices.MSFT"], Some(&lines));
         published += 250 * round + 2;
         std::thread::sleep(Duration::from_millis(1100));
     }
@@ -236,13 +246,19 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
         );
         let dom = String::from_utf8_lossy(&out.stdout).into_owned();
         let on_page = element_text(&dom, "c-daemon-records_published");
-        if on_page == Some(&from_cli["daemon"]["records_published"].to_string()) {
+        let received = element_text(&dom, "c-proto-records_delivered");
+        if on_page == Some(&from_cli["daemon"]["records_published"].to_string())
+            && received == Some(&from_cli["proto"]["records_delivered"].to_string())
+            && from_cli["proto"]["records_delivered"] == 1_000
+            && dom.contains("console-peer")
+        {
             break (dom, from_cli);
         }
         assert!(
             Instant::now() < deadline,
-            "page shows records_published={on_page:?}, castlog stats says {}; dom:\n{dom}\ndaemon log:\n{}",
+            "page shows records_published={on_page:?} records_delivered={received:?}, castlog stats says {} and {} (of 1000 from the peer); dom:\n{dom}\ndaemon log:\n{}",
             from_cli["daemon"]["records_published"],
+            from_cli["proto"]["records_delivered"],
             daemon.log_text()
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -285,6 +301,7 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
     // Traffic while the screenshot is taken, so rates and chart show it.
     let traffic = {
         let dir = dir.to_path_buf();
+        let peer_dir = peer_dir.clone();
         std::thread::spawn(move || {
             for round in 0..16u64 {
                 let lines: String = (0..100 + 40 * round)
@@ -292,6 +309,10 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
                     .collect();
                 castlog(&dir, &["pub", "md.prices.AAPL"], Some(&lines));
                 castlog(&dir, &["pub", "orders", "buy 1"], None);
+                let lines: String = (0..60 + 20 * round)
+                    .map(|k| format!("quote {k}\n"))
+                    .collect();
+                castlog(&peer_dir, &["pub", "md.prices.MSFT"], Some(&lines));
                 std::thread::sleep(Duration::from_millis(250));
             }
         })
