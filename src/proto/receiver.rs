@@ -8,7 +8,7 @@
 //! others; after a NAK or a suppression the receiver waits for the repair
 //! with exponential backoff, and after `nak_max_retries` reports a gap.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,8 +44,7 @@ pub struct Receiver {
     buffered_bytes: usize,
     missing: BTreeMap<Seq, NakState>,
     abandoned: BTreeSet<Seq>,
-    topics: HashMap<TopicId, Arc<str>>,
-    topic_next_offset: HashMap<TopicId, Offset>,
+    topics: TopicTable,
     reassembly: Option<Vec<u8>>,
     last_heard: Instant,
     status_sent_at: Option<Instant>,
@@ -80,8 +79,7 @@ impl Receiver {
             buffered_bytes: 0,
             missing: BTreeMap::new(),
             abandoned: BTreeSet::new(),
-            topics: HashMap::new(),
-            topic_next_offset: HashMap::new(),
+            topics: TopicTable::default(),
             reassembly: None,
             last_heard: now,
             status_sent_at: None,
@@ -224,9 +222,11 @@ impl Receiver {
         self.heard(now, from);
         out.stats.heartbeats_received += 1;
         for t in &hb.topics {
-            if !self.topics.contains_key(&t.topic) {
+            if !self.topics.contains(t.topic) {
                 let name: Arc<str> = Arc::from(t.name);
-                self.topics.insert(t.topic, name.clone());
+                if !self.topics.insert(t.topic, name.clone()) {
+                    continue;
+                }
                 out.events.push_back(Event::TopicSeen {
                     group: self.group,
                     source: self.source,
@@ -351,9 +351,7 @@ impl Receiver {
                 for rec in data.payload.records() {
                     if let Some((id, _)) = rec.declaration() {
                         declared.push(id);
-                    } else if !self.topics.contains_key(&rec.topic)
-                        && !declared.contains(&rec.topic)
-                    {
+                    } else if !self.topics.contains(rec.topic) && !declared.contains(&rec.topic) {
                         out.stats.records_held_unknown_topic += 1;
                         return false;
                     }
@@ -390,8 +388,7 @@ impl Receiver {
                     let whole = Bytes::from(self.reassembly.take().unwrap_or_default());
                     match RecordRepr::parse(&whole) {
                         Ok(rec) => {
-                            if !self.topics.contains_key(&rec.topic) && rec.declaration().is_none()
-                            {
+                            if !self.topics.contains(rec.topic) && rec.declaration().is_none() {
                                 // A late joiner that never learned this topic's
                                 // name: the log layer replays it by name.
                                 out.stats.fragments_dropped += 1;
@@ -409,9 +406,11 @@ impl Receiver {
 
     fn deliver_record(&mut self, out: &mut Outputs, frame: &Bytes, rec: &RecordRepr) {
         if let Some((id, name)) = rec.declaration() {
-            if !self.topics.contains_key(&id) {
+            if !self.topics.contains(id) {
                 let name: Arc<str> = Arc::from(name);
-                self.topics.insert(id, name.clone());
+                if !self.topics.insert(id, name.clone()) {
+                    return;
+                }
                 out.events.push_back(Event::TopicSeen {
                     group: self.group,
                     source: self.source,
@@ -421,15 +420,15 @@ impl Receiver {
             }
             return;
         }
-        let Some(topic) = self.topics.get(&rec.topic).cloned() else {
+        let Some(slot) = self.topics.get_mut(rec.topic) else {
             return;
         };
-        let expected = self.topic_next_offset.get(&rec.topic).copied();
-        if expected.is_some_and(|e| rec.offset < e) {
+        if slot.next.is_some_and(|e| rec.offset < e) {
             out.stats.duplicates_dropped += 1;
             return;
         }
-        self.topic_next_offset.insert(rec.topic, rec.offset.next());
+        slot.next = Some(rec.offset.next());
+        let topic = slot.name.clone();
         out.stats.records_delivered += 1;
         out.stats.bytes_delivered += rec.value.len() as u64;
         out.events.push_back(Event::Deliver {
@@ -563,6 +562,45 @@ impl Receiver {
             return liveness;
         }
         status.min(nak).min(liveness)
+    }
+}
+
+/// Most topic ids one session may declare: ids are dense from 1, so a
+/// vector indexed by id serves the hot path without hashing, and this cap
+/// bounds what a hostile source can make us hold.
+const MAX_TOPIC_ID: u32 = 65_536;
+
+struct TopicSlot {
+    name: Arc<str>,
+    /// Next offset expected (duplicates below it are dropped).
+    next: Option<Offset>,
+}
+
+#[derive(Default)]
+struct TopicTable {
+    slots: Vec<Option<TopicSlot>>,
+}
+
+impl TopicTable {
+    fn contains(&self, id: TopicId) -> bool {
+        self.slots.get(id.0 as usize).is_some_and(Option::is_some)
+    }
+
+    fn get_mut(&mut self, id: TopicId) -> Option<&mut TopicSlot> {
+        self.slots.get_mut(id.0 as usize).and_then(Option::as_mut)
+    }
+
+    /// False (and nothing stored) past the cap.
+    fn insert(&mut self, id: TopicId, name: Arc<str>) -> bool {
+        if id.0 > MAX_TOPIC_ID {
+            return false;
+        }
+        let i = id.0 as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i] = Some(TopicSlot { name, next: None });
+        true
     }
 }
 

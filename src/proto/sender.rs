@@ -24,8 +24,9 @@ use crate::wire::{
     TopicAdvert, TopicId, UnrecoverableRepr,
 };
 
+/// A topic of this session: its name and the next offset it will carry.
 struct TopicState {
-    id: TopicId,
+    name: Arc<str>,
     next_offset: Offset,
 }
 
@@ -41,8 +42,11 @@ pub struct Sender {
     group: GroupId,
     cfg: GroupConfig,
     next_seq: Seq,
-    topics: HashMap<Arc<str>, TopicState>,
-    topic_order: Vec<Arc<str>>,
+    /// Name to id; ids are dense from 1 and index `topic_states` (id - 1).
+    topics: HashMap<Arc<str>, TopicId>,
+    topic_states: Vec<TopicState>,
+    /// The last topic published: runs of one topic skip the hash lookup.
+    last_topic: Option<TopicId>,
     advert_cursor: usize,
     /// Encoded records waiting to be sealed into the next DATA frame.
     pending: Vec<u8>,
@@ -88,7 +92,8 @@ impl Sender {
             group,
             next_seq: Seq(0),
             topics: HashMap::new(),
-            topic_order: Vec::new(),
+            topic_states: Vec::new(),
+            last_topic: None,
             advert_cursor: 0,
             pending: Vec::with_capacity(cfg.mtu),
             pending_count: 0,
@@ -190,22 +195,21 @@ impl Sender {
                 unacked_bytes: self.unacked_bytes,
             });
         }
-        let topic_id = match self.topics.get_mut(topic) {
-            Some(t) => {
-                t.next_offset = offset.next();
-                t.id
-            }
+        let cached = self.last_topic.filter(|id| {
+            self.topic_states
+                .get(id.0 as usize - 1)
+                .is_some_and(|t| *t.name == *topic)
+        });
+        let topic_id = match cached.or_else(|| self.topics.get(topic).copied()) {
+            Some(id) => id,
             None => {
-                let id = TopicId(self.topic_order.len() as u32 + 1);
+                let id = TopicId(self.topic_states.len() as u32 + 1);
                 let name: Arc<str> = Arc::from(topic);
-                self.topics.insert(
-                    name.clone(),
-                    TopicState {
-                        id,
-                        next_offset: offset.next(),
-                    },
-                );
-                self.topic_order.push(name);
+                self.topics.insert(name.clone(), id);
+                self.topic_states.push(TopicState {
+                    name,
+                    next_offset: offset,
+                });
                 let id_bytes = id.0.to_be_bytes();
                 let decl = RecordRepr {
                     topic: record::DECLARATION_TOPIC,
@@ -218,6 +222,10 @@ impl Sender {
                 id
             }
         };
+        self.last_topic = Some(topic_id);
+        if let Some(t) = self.topic_states.get_mut(topic_id.0 as usize - 1) {
+            t.next_offset = offset.next();
+        }
         let rec = RecordRepr {
             topic: topic_id,
             offset,
@@ -619,21 +627,22 @@ impl Sender {
     fn send_heartbeat(&mut self, out: &mut Outputs) {
         let mut topics = Vec::new();
         let mut room = self.cfg.mtu.saturating_sub(wire::HEADER_LEN + 24);
-        let n = self.topic_order.len();
+        let n = self.topic_states.len();
         for i in 0..n {
-            let name = &self.topic_order[(self.advert_cursor + i) % n];
-            let need = 14 + name.len();
+            let idx = (self.advert_cursor + i) % n;
+            let Some(t) = self.topic_states.get(idx) else {
+                break;
+            };
+            let need = 14 + t.name.len();
             if need > room {
                 break;
             }
             room -= need;
-            if let Some(t) = self.topics.get(name) {
-                topics.push(TopicAdvert {
-                    topic: t.id,
-                    next_offset: t.next_offset,
-                    name,
-                });
-            }
+            topics.push(TopicAdvert {
+                topic: TopicId(idx as u32 + 1),
+                next_offset: t.next_offset,
+                name: &t.name,
+            });
         }
         let advertised = topics.len();
         let repr = FrameRepr {
