@@ -10,10 +10,11 @@ use serde_json::{Map, Value};
 /// Sections shown first, in this order; any other follows by name.
 const ORDER: &[&str] = &[
     "node",
-    "groups",
+    "net_groups",
     "peers",
     "topics",
-    "consumer_groups",
+    "groups",
+    "group_stats",
     "daemon",
     "proto",
     "log",
@@ -23,8 +24,9 @@ const ORDER: &[&str] = &[
 /// Columns of list tables shown first, in this order; others follow by name.
 const COLUMN_ORDER: &[&str] = &[
     "name",
-    "topic",
+    "member",
     "group",
+    "topic",
     "source_name",
     "source",
     "node",
@@ -133,13 +135,18 @@ fn list(out: &mut String, section: &str, rows: &[Value]) {
         return;
     }
     let mut columns: Vec<&String> = Vec::new();
+    let mut nested: Vec<&String> = Vec::new();
     for o in &objects {
-        for k in o.keys() {
-            if !columns.contains(&k) {
+        for (k, v) in o.iter() {
+            let is_list = matches!(v, Value::Array(a) if a.iter().any(Value::is_object));
+            if is_list && !nested.contains(&k) {
+                nested.push(k);
+            } else if !is_list && !columns.contains(&k) {
                 columns.push(k);
             }
         }
     }
+    columns.retain(|c| !nested.contains(c));
     columns.sort_by_key(|c| {
         (
             COLUMN_ORDER
@@ -200,6 +207,31 @@ fn list(out: &mut String, section: &str, rows: &[Value]) {
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out.push('\n');
+    // Lists inside the rows (a consumer group's members and partitions):
+    // one table each, every row led by its parent's string fields.
+    for key in nested {
+        let rows: Vec<Value> = objects
+            .iter()
+            .flat_map(|o| {
+                let parent: Map<String, Value> = o
+                    .iter()
+                    .filter(|(_, v)| v.is_string())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                o.get(key.as_str())
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_object)
+                    .map(move |child| {
+                        let mut row = parent.clone();
+                        row.extend(child.clone());
+                        Value::Object(row)
+                    })
+            })
+            .collect();
+        list(out, &format!("{section} {key}"), &rows);
+    }
 }
 
 fn scalar(v: &Value) -> String {
@@ -276,6 +308,18 @@ mod tests {
             text.contains("  topic  source  next_offset\n  t.a    00ff             12\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn lists_inside_rows_get_their_own_table_led_by_the_parent() {
+        let doc = serde_json::json!({"groups": [{"group": "workers", "epoch": 2,
+            "partitions": [{"topic": "jobs", "partition": 0, "lag": 5}]}]});
+        let text = render(&doc, None, 100);
+        assert!(
+            text.contains("GROUPS\n  group    epoch\n  workers      2\n"),
+            "{text}"
+        );
+        assert!(text.contains("GROUPS PARTITIONS\n  group    topic  lag  partition\n  workers  jobs     5          0\n"), "{text}");
     }
 
     #[test]

@@ -9,8 +9,10 @@ use super::Daemon;
 use crate::netconf::GroupKind;
 
 impl Daemon {
-    /// `[{"name", "kind", "address", "session", "receivers_live", "destinations"}]`
-    pub(super) fn groups_json(&self) -> Value {
+    /// The netconf (transport) groups, as `"net_groups"`:
+    /// `[{"name", "kind", "address", "session", "receivers_live", "destinations"}]`.
+    /// ("groups" in the stats document are consumer groups.)
+    pub(super) fn net_groups_json(&self) -> Value {
         let rows: Vec<Value> = self
             .groups
             .iter()

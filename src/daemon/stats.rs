@@ -70,7 +70,7 @@ impl Daemon {
                 "gso": self.offload.gso,
                 "gro": self.offload.gro,
             },
-            "groups": self.groups_json(),
+            "net_groups": self.net_groups_json(),
             "peers": self.peers_json(),
             "topics": self.topics_json(),
             "daemon": &self.stats,
