@@ -33,10 +33,13 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 cargo build --release --quiet --bin castlog --bin castlogd
 BIN=$PWD/target/release
 
+# Socket buffer caps are host-wide on this kernel; the daemons ask for large ones.
+sysctl -qw net.core.rmem_max=67108864 net.core.wmem_max=67108864 2>/dev/null || true
 ip link add "$BR" type bridge
 echo 0 > "/sys/class/net/$BR/bridge/multicast_snooping" 2>/dev/null || true
 ip link set "$BR" up
@@ -51,7 +54,7 @@ for i in 1 2; do
   ip -n "$h" link set eth0 up
   ip -n "$h" link set lo up
   ip -n "$h" route add 224.0.0.0/4 dev eth0
-  ip netns exec "$h" sysctl -qw net.core.rmem_max=67108864 net.core.wmem_max=67108864
+  ip netns exec "$h" sysctl -qw net.core.rmem_max=67108864 net.core.wmem_max=67108864 2>/dev/null || true
 done
 
 on() { local i=$1; shift; ip netns exec "$NAME-$i" "$@"; }
@@ -105,7 +108,7 @@ for kind in $KINDS; do
       # raw
       group_args=""
       [ "$kind" = multicast ] && group_args="--group 239.255.231.8 --interface $NET.2"
-      on 2 "$BIN/castlog" bench --raw --role subscriber --bind 0.0.0.0:7600 $group_args \
+      ip netns exec "$NAME-2" "$BIN/castlog" bench --raw --role subscriber --bind 0.0.0.0:7600 $group_args \
         --size "$size" --count "$n" --idle-timeout 2 --json > "$WORK/raw.json" 2>/dev/null &
       rp=$!; sleep 0.5
       on 1 "$BIN/castlog" bench --raw --role publisher --peer "$(raw_peer "$kind")" --interface "$NET.1" --size "$size" --count "$n" --json > /dev/null
@@ -115,12 +118,14 @@ for kind in $KINDS; do
       for i in 1 2; do
         netconf "$kind" "$i" > "$WORK/h$i.toml"
         rm -rf "$WORK/h$i-$kind"
-        on "$i" "$BIN/castlogd" --netconf "$WORK/h$i.toml" 2> "$WORK/h$i.log" &
+        # Not through `on`: a function in the background would be a subshell,
+        # and killing it would leave the daemon running.
+        ip netns exec "$NAME-$i" "$BIN/castlogd" --netconf "$WORK/h$i.toml" 2> "$WORK/h$i.log" &
         PIDS+=($!)
       done
       for i in 1 2; do for _ in $(seq 100); do [ -S "$WORK/h$i.sock" ] && break; sleep 0.05; done; done
       sleep 0.5
-      on 2 "$BIN/castlog" --socket "$WORK/h2.sock" bench --role subscriber --size "$size" --count "$n" --idle-timeout 5 --json > "$WORK/cl.json" 2>/dev/null &
+      ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" bench --role subscriber --size "$size" --count "$n" --idle-timeout 5 --json > "$WORK/cl.json" 2>/dev/null &
       sp=$!; sleep 0.5
       on 1 "$BIN/castlog" --socket "$WORK/h1.sock" bench --role publisher --size "$size" --count "$n" --json > /dev/null
       wait $sp || true

@@ -482,3 +482,28 @@ fn replay_carries_records_larger_than_a_datagram_in_pieces_despite_loss() {
         );
     }
 }
+
+#[test]
+fn frames_of_a_replaced_session_are_dropped_not_taken_for_a_new_one() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let (_a, mut b, frames) = setup(&cfg, 2, t0);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[0]);
+    // The source restarts: same node id, new session.
+    let mut a2 = Node::new(NodeId(1), "n1", 99);
+    a2.add_group(t0, G, cfg.clone());
+    a2.handle_timeout(t0);
+    for (_, f) in drain(&mut a2, t0) {
+        b.handle_datagram(t0, addr(1), Some(G), &f);
+    }
+    events(&mut b);
+    // A late (or captured and replayed) frame of the old session.
+    b.handle_datagram(t0, addr(1), Some(G), &frames[1]);
+    let ev = events(&mut b);
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, Event::SourceUp { .. } | Event::Deliver { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(b.stats().datagrams_stale_session, 1);
+}

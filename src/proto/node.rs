@@ -20,6 +20,9 @@ use crate::wire::{
     Offset, Seq, SessionId,
 };
 
+/// Replaced sessions remembered (to drop their stray or replayed frames).
+const MAX_RETIRED_SESSIONS: usize = 1024;
+
 /// What components hand back to the node: frames to send, events, counters.
 pub(crate) struct Outputs {
     pub transmits: VecDeque<(Dest, Bytes)>,
@@ -51,6 +54,9 @@ pub struct Node {
     /// Current session per (group, source), to recognise restarts.
     current: HashMap<(GroupId, NodeId), SessionId>,
     replay: ReplayClient,
+    /// Sessions that a newer session of the same source replaced: their
+    /// late or replayed frames are dropped, never taken for a new session.
+    retired: VecDeque<(NodeId, SessionId)>,
     out: Outputs,
 }
 
@@ -64,6 +70,7 @@ impl Node {
             receivers: BTreeMap::new(),
             current: HashMap::new(),
             replay: ReplayClient::new(),
+            retired: VecDeque::new(),
             out: Outputs {
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
@@ -333,6 +340,10 @@ impl Node {
     ) -> Option<(NodeId, SessionId)> {
         let key = (h.node, h.session);
         if !self.receivers.contains_key(&key) {
+            if self.retired.contains(&key) {
+                self.out.stats.datagrams_stale_session += 1;
+                return None;
+            }
             let group = group?;
             let cfg = self.groups.get(&group)?.cfg.clone();
             // Join rule: a young session is taken from its start (we were
@@ -347,6 +358,10 @@ impl Node {
             if let Some(old) = replaced {
                 self.receivers.remove(&(h.node, old));
                 self.out.stats.sessions_replaced += 1;
+                if self.retired.len() >= MAX_RETIRED_SESSIONS {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back((h.node, old));
             }
             self.out.stats.sources_up += 1;
             self.out.events.push_back(Event::SourceUp {

@@ -38,6 +38,7 @@ pub struct Stats {
     pub sources_up: u64,
     pub sources_down: u64,
     pub sessions_replaced: u64,
+    pub datagrams_stale_session: u64,
     pub receivers_up: u64,
     pub receivers_down: u64,
     pub publish_backpressured: u64,
