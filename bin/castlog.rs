@@ -779,7 +779,7 @@ fn run_top(socket: &std::path::Path, args: &TopArgs) -> Result<(), Failure> {
     let mut screens = 0u64;
     loop {
         let value = parse_stats(&client.stats_json()?)?;
-        let now = std::time::Instant::now();
+        let now = castlog::daemon::clock::now();
         let before = previous
             .as_ref()
             .map(|(v, t)| (v, now.duration_since(*t).as_secs_f64()));

@@ -395,6 +395,7 @@ fn escape_label(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::clock;
     use super::*;
 
     const DOC: &str = r#"{"node":{"name":"h1","id":"00ff","gso":true},
@@ -457,8 +458,8 @@ mod tests {
     fn the_console_serves_the_snapshot_it_was_given() {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut console = Console::start(addr).unwrap();
-        console.publish(Instant::now(), 1, DOC.to_string());
-        assert!(!console.is_due(Instant::now()));
+        console.publish(clock::now(), 1, DOC.to_string());
+        assert!(!console.is_due(clock::now()));
         let body = http_get(console.addr(), "/api/stats");
         assert!(body.ends_with(DOC), "{body}");
         let body = http_get(console.addr(), "/metrics");
