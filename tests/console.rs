@@ -153,6 +153,8 @@ fn run_chromium(browser: &Path, dir: &Path, profile: &str, args: &[String]) -> O
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            // Containers often have a tiny /dev/shm.
+            "--disable-dev-shm-usage",
         ])
         .arg(format!("--user-data-dir={}", dir.join(profile).display()))
         .args(args)

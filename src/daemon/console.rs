@@ -471,6 +471,18 @@ mod tests {
         assert!(body.starts_with("HTTP/1.1 404"), "{body}");
     }
 
+    #[test]
+    fn a_console_port_in_use_is_an_error_naming_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = Console::start(addr).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains(&format!("cannot serve the web console on {addr}")),
+            "{err}"
+        );
+    }
+
     fn http_get(addr: SocketAddr, path: &str) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
