@@ -82,10 +82,10 @@ pub struct Daemon {
     subs: Subscriptions,
     replays: replay_io::Replays,
     stats: Stats,
-    offload: sockets::Offload,
-    loop_state: event_loop::LoopState,
     /// The web console, when netconf `[node] console` is set.
     console: Option<console::Console>,
+    offload: sockets::Offload,
+    loop_state: event_loop::LoopState,
 }
 
 impl Daemon {
@@ -208,9 +208,9 @@ impl Daemon {
             subs: Subscriptions::open(&data_dir),
             replays: replay_io::Replays::default(),
             stats: Stats::default(),
+            console,
             offload,
             loop_state: event_loop::LoopState::default(),
-            console,
         })
     }
 
