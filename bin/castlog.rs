@@ -16,9 +16,10 @@ use castlog::client::{
 use castlog::netconf::{self, NetConf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod stats_table;
+
 mod bench;
 mod demo;
-mod stats_table;
 
 /// Exit codes, documented in `castlog --help`.
 mod exit {
@@ -151,9 +152,6 @@ enum Command {
     /// Print the daemon's counters
     #[command(long_about = STATS_LONG, after_long_help = STATS_EXAMPLES)]
     Stats(StatsArgs),
-    /// Show the daemon's counters live, with rates
-    #[command(long_about = TOP_LONG, after_long_help = TOP_EXAMPLES)]
-    Top(TopArgs),
     /// Validate netconf files
     #[command(long_about = CHECK_LONG, after_long_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
@@ -163,6 +161,9 @@ enum Command {
     /// Measure throughput, completeness and latency, through castlog or raw UDP
     #[command(long_about = BENCH_LONG, after_long_help = BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
+    /// Show the daemon's counters live, with rates
+    #[command(long_about = TOP_LONG, after_long_help = TOP_EXAMPLES)]
+    Top(TopArgs),
     /// Show the castlog frames in a packet capture (pcap)
     #[command(long_about = DECODE_LONG, after_long_help = DECODE_EXAMPLES)]
     Decode {
@@ -322,10 +323,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let socket = || cli.socket.clone().unwrap_or_else(default_socket);
     let result = match cli.command {
+        Command::Top(args) => stats_table::run_top(&socket(), &args),
         Command::Pub(args) => run_pub(&socket(), args),
         Command::Sub(args) => run_sub(&socket(), args),
         Command::Stats(args) => run_stats(&socket(), args),
-        Command::Top(args) => run_top(&socket(), &args),
         Command::Check(args) => return run_check(&args),
         Command::Bench(args) => {
             return match bench::run(&socket(), &args) {
@@ -753,52 +754,13 @@ fn run_stats(socket: &std::path::Path, args: StatsArgs) -> Result<(), Failure> {
         writeln!(out, "{json}")?;
         return Ok(());
     }
-    let value = parse_stats(&json)?;
+    let value = stats_table::parse_stats(&json)?;
     write!(
         out,
         "{}",
         stats_table::render(&value, None, stats_table::terminal_width())
     )?;
     Ok(())
-}
-
-fn parse_stats(json: &str) -> Result<serde_json::Value, Failure> {
-    serde_json::from_str(json).map_err(|e| {
-        client::Error::Rejected {
-            message: format!("daemon sent stats that are not JSON: {e}"),
-        }
-        .into()
-    })
-}
-
-/// `castlog top`: the stats table redrawn every interval, with rates.
-fn run_top(socket: &std::path::Path, args: &TopArgs) -> Result<(), Failure> {
-    let mut client = Client::connect(socket)?;
-    let interval = seconds(args.interval.max(0.1));
-    let mut previous: Option<(serde_json::Value, std::time::Instant)> = None;
-    let mut screens = 0u64;
-    loop {
-        let value = parse_stats(&client.stats_json()?)?;
-        let now = castlog::daemon::clock::now();
-        let before = previous
-            .as_ref()
-            .map(|(v, t)| (v, now.duration_since(*t).as_secs_f64()));
-        let table = stats_table::render(&value, before, stats_table::terminal_width());
-        let mut out = io::stdout().lock();
-        // Home the cursor and clear the screen, then draw.
-        write!(
-            out,
-            "\x1b[H\x1b[2Jcastlog top  every {:.1}s  (Ctrl-C exits)\n\n{table}",
-            interval.as_secs_f64()
-        )?;
-        out.flush()?;
-        previous = Some((value, now));
-        screens += 1;
-        if args.count.is_some_and(|n| screens >= n) {
-            return Ok(());
-        }
-        std::thread::sleep(interval);
-    }
 }
 
 // ---------------------------------------------------------------------------

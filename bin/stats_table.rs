@@ -4,8 +4,12 @@
 //! with a rate per second beside each when a previous document is given.
 
 use std::fmt::Write as _;
+use std::io::{self, Write as _};
 
+use castlog::client::{self, Client};
 use serde_json::{Map, Value};
+
+use super::{seconds, Failure, TopArgs};
 
 /// Sections shown first, in this order; any other follows by name.
 const ORDER: &[&str] = &[
@@ -277,6 +281,45 @@ pub fn terminal_width() -> usize {
         usize::from(ws.ws_col).max(40)
     } else {
         100
+    }
+}
+
+pub fn parse_stats(json: &str) -> Result<serde_json::Value, Failure> {
+    serde_json::from_str(json).map_err(|e| {
+        client::Error::Rejected {
+            message: format!("daemon sent stats that are not JSON: {e}"),
+        }
+        .into()
+    })
+}
+
+/// `castlog top`: the stats table redrawn every interval, with rates.
+pub fn run_top(socket: &std::path::Path, args: &TopArgs) -> Result<(), Failure> {
+    let mut client = Client::connect(socket)?;
+    let interval = seconds(args.interval.max(0.1));
+    let mut previous: Option<(serde_json::Value, std::time::Instant)> = None;
+    let mut screens = 0u64;
+    loop {
+        let value = parse_stats(&client.stats_json()?)?;
+        let now = castlog::daemon::clock::now();
+        let before = previous
+            .as_ref()
+            .map(|(v, t)| (v, now.duration_since(*t).as_secs_f64()));
+        let table = render(&value, before, terminal_width());
+        let mut out = io::stdout().lock();
+        // Home the cursor and clear the screen, then draw.
+        write!(
+            out,
+            "\x1b[H\x1b[2Jcastlog top  every {:.1}s  (Ctrl-C exits)\n\n{table}",
+            interval.as_secs_f64()
+        )?;
+        out.flush()?;
+        previous = Some((value, now));
+        screens += 1;
+        if args.count.is_some_and(|n| screens >= n) {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
     }
 }
 
