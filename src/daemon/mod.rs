@@ -16,10 +16,11 @@ pub mod clock;
 pub mod console;
 mod error;
 mod event_loop;
-mod inventory;
 pub mod ipc;
 pub mod keyfile;
 pub mod node_id;
+// Groups, peers and topic logs for the stats document.
+mod inventory;
 mod publish;
 mod replay_io;
 pub mod signals;
