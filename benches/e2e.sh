@@ -130,6 +130,10 @@ for kind in $KINDS; do
       on 1 "$BIN/castlog" --socket "$WORK/h1.sock" bench --role publisher --size "$size" --count "$n" --json > /dev/null
       wait $sp || true
       cl_rps=$(field records_per_sec < "$WORK/cl.json"); cl_mbs=$(field mb_per_sec < "$WORK/cl.json"); complete=$(field complete < "$WORK/cl.json")
+      if [ "$complete" != True ] && [ -n "${DEBUG_STATS:-}" ]; then
+        on 2 "$BIN/castlog" --socket "$WORK/h2.sock" stats --json >&2 || true
+        cat "$WORK/cl.json" >&2
+      fi
       for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
       for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
       PIDS=()

@@ -198,7 +198,7 @@ fn sync_publish_returns_consecutive_offsets_once_every_receiver_acknowledged() {
                 "orders",
                 Some(b"k"),
                 format!("v{k}").as_bytes(),
-                Duration::from_secs(5),
+                Duration::from_secs(20),
             )
             .expect("sync publish");
         assert_eq!(offset, Offset(k));
@@ -222,12 +222,26 @@ fn late_joining_daemon_replays_from_earliest_then_continues_live() {
     s.daemons
         .push(DaemonProc::start(Some(&s.lan), 3, "h3", &nc, &dir));
     let mut sub = subscribe_all(&s.daemons[2]);
+    let mut latest = s.daemons[2].client();
+    latest
+        .subscribe("md.*", StartFrom::Latest, None, ConsumeMode::Broadcast)
+        .expect("subscribe latest");
     // Give the late joiner a heartbeat to learn the topic, then go on live.
     std::thread::sleep(Duration::from_millis(300));
     publish_range(&mut p, "md.late", RECORDS, RECORDS + 1_000);
     let got = collect(&mut sub, RECORDS as usize + 1_000, Duration::from_secs(30));
     let source = node_id_of(&s.daemons[0]);
     assert_complete(&got, "md.late", source, 0, RECORDS + 1_000, "h3");
+    // `latest` means new records only, not the history the daemon replayed.
+    let got = collect(&mut latest, 1_000, Duration::from_secs(10));
+    assert_complete(
+        &got,
+        "md.late",
+        source,
+        RECORDS,
+        RECORDS + 1_000,
+        "h3 latest",
+    );
 }
 
 #[test]
@@ -245,7 +259,7 @@ fn killed_publisher_restarts_with_continuous_offsets_and_nothing_acknowledged_lo
                     "ledger",
                     None,
                     format!("v{k}").as_bytes(),
-                    Duration::from_secs(5),
+                    Duration::from_secs(20),
                 )
                 .expect("sync publish");
             acked.push(o);
@@ -260,7 +274,7 @@ fn killed_publisher_restarts_with_continuous_offsets_and_nothing_acknowledged_lo
                 "ledger",
                 None,
                 format!("v{k}").as_bytes(),
-                Duration::from_secs(5),
+                Duration::from_secs(20),
             )
             .expect("sync publish after restart");
         acked.push(o);
@@ -423,4 +437,125 @@ fn publishing_faster_than_the_flow_window_holds_records_back_and_loses_none() {
         "the window never shut, so this test proves nothing: {stats}"
     );
     drop(daemons);
+}
+
+#[test]
+fn an_authenticated_group_delivers_to_key_holders_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(lan) = Lan::new_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = |name: &str, byte: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, byte.repeat(32)).expect("write key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    };
+    let good = key("good.key", "ab");
+    let wrong = key("wrong.key", "cd");
+    let daemons: Vec<DaemonProc> = (1..=3)
+        .map(|i| {
+            let k = if i == 3 { &wrong } else { &good };
+            let extra = format!("{FAST}key-file = \"{}\"\n", k.display());
+            let nc = lan_netconf(&lan, i, Kind::Multicast, &extra);
+            DaemonProc::start(Some(&lan), i, &format!("h{i}"), &nc, dir.path())
+        })
+        .collect();
+    let mut member = subscribe_all(&daemons[1]);
+    let mut outsider = subscribe_all(&daemons[2]);
+    let mut p = daemons[0].client();
+    publish_range(&mut p, "secret", 0, 2_000);
+    let got = collect(&mut member, 2_000, Duration::from_secs(20));
+    assert_complete(&got, "secret", node_id_of(&daemons[0]), 0, 2_000, "h2");
+    assert!(collect(&mut outsider, 1, Duration::from_millis(500)).is_empty());
+    let stats: serde_json::Value =
+        serde_json::from_str(&daemons[2].client().stats_json().expect("stats")).expect("json");
+    assert!(
+        stats["daemon"]["datagrams_unauthenticated"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{stats}"
+    );
+    drop(daemons);
+}
+
+fn daemon_stat(d: &DaemonProc, room: &str, name: &str) -> u64 {
+    let Ok(json) = d.client().stats_json() else {
+        return 0;
+    };
+    let stats: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    stats[room][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_late_joiner_restarted_during_its_replay_resumes_without_loss_or_duplicates() {
+    let Some(mut s) = start(Kind::Multicast, 3, 2) else {
+        return;
+    };
+    let mut p = s.daemons[0].client();
+    publish_range(&mut p, "md.resume", 0, RECORDS);
+    let dir = s._dir.path().to_path_buf();
+    let nc = lan_netconf(&s.lan, 3, Kind::Multicast, FAST);
+    s.daemons
+        .push(DaemonProc::start(Some(&s.lan), 3, "h3", &nc, &dir));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon_stat(&s.daemons[2], "daemon", "records_replayed") == 0 && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.daemons[2].kill9();
+    s.daemons[2].restart(Some(&s.lan));
+    let mut sub = subscribe_all(&s.daemons[2]);
+    let got = collect(&mut sub, RECORDS as usize, Duration::from_secs(30));
+    assert_complete(
+        &got,
+        "md.resume",
+        node_id_of(&s.daemons[0]),
+        0,
+        RECORDS,
+        "h3",
+    );
+}
+
+#[test]
+fn a_replay_whose_source_dies_is_finished_by_another_node_that_holds_the_log() {
+    let Some(mut s) = start(Kind::Multicast, 3, 2) else {
+        return;
+    };
+    let source = node_id_of(&s.daemons[0]);
+    // Large records, so that the replay takes long enough to be cut.
+    let n = 20_000u64;
+    let pad = vec![b'p'; 4_000];
+    {
+        let mut p = s.daemons[0].client();
+        for _ in 0..n {
+            p.publish_oneway("md.orphan", None, &pad).expect("publish");
+        }
+        p.flush().expect("flush");
+        p.ping().expect("ping");
+    }
+    // h2 holds the whole log before the source goes away.
+    let mut h2 = subscribe_all(&s.daemons[1]);
+    let got = collect(&mut h2, n as usize, Duration::from_secs(30));
+    assert_eq!(got.len() as u64, n, "h2 did not get the whole stream");
+    let dir = s._dir.path().to_path_buf();
+    let nc = lan_netconf(&s.lan, 3, Kind::Multicast, FAST);
+    s.daemons
+        .push(DaemonProc::start(Some(&s.lan), 3, "h3", &nc, &dir));
+    let mut sub = subscribe_all(&s.daemons[2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon_stat(&s.daemons[2], "daemon", "records_replayed") == 0 && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    s.daemons[0].kill9();
+    let got = collect(&mut sub, n as usize, Duration::from_secs(40));
+    let offsets: Vec<u64> = got
+        .iter()
+        .filter(|d| d.source == source)
+        .map(|d| d.offset.0)
+        .collect();
+    assert_eq!(offsets, (0..n).collect::<Vec<_>>(), "h3");
 }

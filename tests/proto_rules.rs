@@ -507,3 +507,40 @@ fn frames_of_a_replaced_session_are_dropped_not_taken_for_a_new_one() {
     );
     assert_eq!(b.stats().datagrams_stale_session, 1);
 }
+
+#[test]
+fn a_full_receive_buffer_still_takes_the_repair_it_waits_for() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig {
+        receive_window_bytes: 600,
+        ..GroupConfig::default()
+    };
+    let (mut a, mut b, frames) = setup(&cfg, 12, t0);
+    // seq 0 lost; 1.. fill the buffer until it refuses new data.
+    for f in &frames[1..] {
+        b.handle_datagram(t0, addr(1), Some(G), f);
+    }
+    assert!(b.stats().out_of_window_dropped > 0, "the buffer filled up");
+    let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
+    b.handle_timeout(t1);
+    for (_, f) in drain(&mut b, t1)
+        .into_iter()
+        .filter(|(_, f)| kind(f) == "Nak")
+    {
+        a.handle_datagram(t1, addr(2), None, &f);
+    }
+    for (_, f) in drain(&mut a, t1)
+        .into_iter()
+        .filter(|(_, f)| kind(f).starts_with("DATA"))
+    {
+        b.handle_datagram(t1, addr(1), Some(G), &f);
+    }
+    let delivered = events(&mut b)
+        .iter()
+        .filter(|e| matches!(e, Event::Deliver { .. }))
+        .count();
+    assert!(
+        delivered >= 2,
+        "the head repair was taken and the buffer drained ({delivered} delivered)"
+    );
+}

@@ -40,6 +40,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "data directory {path} is in use by another castlogd (give each daemon its own --data-dir)"
+    )]
+    DataDirInUse { path: PathBuf },
     #[error("node id file {path} is corrupt: {reason} (delete it to get a new node id)")]
     NodeIdCorrupt { path: PathBuf, reason: &'static str },
     #[error("cannot open the log in {path}: {source}")]
@@ -53,6 +57,12 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    #[error("group {group}: {source}")]
+    KeyFile {
+        group: String,
+        #[source]
+        source: super::keyfile::KeyFileError,
     },
     #[error("event loop failed: {0}")]
     Poll(#[source] io::Error),

@@ -31,6 +31,7 @@ use super::{clock, signals, Daemon, Error, GROUP_TOKEN_BASE, LISTEN_TOKEN};
 use crate::log::Appended;
 use crate::netconf::IdlePolicy;
 use crate::proto::{Dest, Event, GroupId, Ticket};
+use crate::wire::auth::GroupKeys;
 use crate::wire::{NodeId, Offset, RecordRepr, TopicId};
 
 /// Most datagrams taken from one socket per loop round.
@@ -61,11 +62,16 @@ pub(super) struct GroupIo {
     pub name: String,
     pub socket: mio::net::UdpSocket,
     pub dests: Vec<SocketAddr>,
+    /// netconf `key-file`: every datagram of the group is sealed with an
+    /// HMAC tag and only verified ones reach the protocol (`wire::auth`).
+    pub keys: Option<GroupKeys>,
 }
 
 /// Datagrams taken from the node and not yet handed to the kernel.
 pub(super) struct TxQueue {
     scratch: Vec<u8>,
+    /// A frame being sealed (authenticated groups).
+    sealed: Vec<u8>,
     arena: Vec<u8>,
     /// (destination, start in arena, length)
     entries: Vec<(SocketAddr, usize, usize)>,
@@ -77,6 +83,7 @@ impl TxQueue {
     pub fn new() -> TxQueue {
         TxQueue {
             scratch: vec![0; RECV_BUF_BYTES],
+            sealed: Vec::new(),
             arena: Vec::with_capacity(MAX_BATCH * 1500),
             entries: Vec::with_capacity(MAX_BATCH * 2),
             sent: 0,
@@ -271,6 +278,10 @@ impl Daemon {
                         continue;
                     }
                 }
+                let Some(bytes) = authenticate(&self.groups, group, bytes) else {
+                    self.stats.datagrams_unauthenticated += 1;
+                    continue;
+                };
                 self.node.handle_datagram(now, meta.from, group_id, bytes);
             }
         }
@@ -404,15 +415,28 @@ impl Daemon {
                     continue;
                 };
                 let start = tx.arena.len();
-                tx.arena.extend_from_slice(bytes);
+                let mut len = t.len;
+                match sealing_keys(&self.groups, t.dest) {
+                    None => tx.arena.extend_from_slice(bytes),
+                    Some(keys) => {
+                        tx.sealed.clear();
+                        tx.sealed.extend_from_slice(bytes);
+                        if let Err(e) = crate::wire::auth::seal(&mut tx.sealed, keys) {
+                            ::log::warn!("cannot seal datagram error={e}");
+                            continue;
+                        }
+                        len = tx.sealed.len();
+                        tx.arena.extend_from_slice(&tx.sealed);
+                    }
+                }
                 match t.dest {
-                    Dest::Peer(addr) => tx.entries.push((addr, start, t.len)),
+                    Dest::Peer(addr) => tx.entries.push((addr, start, len)),
                     Dest::Group(g) => {
                         let Some(io) = self.groups.iter().find(|io| io.id == g) else {
                             continue;
                         };
                         for &dest in &io.dests {
-                            tx.entries.push((dest, start, t.len));
+                            tx.entries.push((dest, start, len));
                         }
                     }
                 }
@@ -773,5 +797,48 @@ impl Daemon {
             .iter()
             .find(|g| g.id == group)
             .map_or("?", |g| g.name.as_str())
+    }
+}
+
+/// The keys that seal a transmit: its group's, or for a unicast transmit to
+/// one node (NAK, STATUS, repair, replay: proto does not say which group),
+/// the first authenticated group's. Receivers check listen-socket datagrams
+/// against every group's keys, so any group's key proves membership.
+fn sealing_keys(groups: &[GroupIo], dest: Dest) -> Option<&GroupKeys> {
+    match dest {
+        Dest::Group(g) => groups.iter().find(|io| io.id == g)?.keys.as_ref(),
+        Dest::Peer(_) => groups.iter().find_map(|io| io.keys.as_ref()),
+    }
+}
+
+/// The frame inside a received datagram, or `None` when it must be dropped.
+///
+/// On a group socket with keys, only a verified frame passes. On the listen
+/// socket (`group` = `None`), a sealed datagram must verify against some
+/// group's keys, and an unsealed one passes only while some group has no key
+/// (it may belong to that group); with every group keyed it is dropped.
+fn authenticate<'a>(groups: &[GroupIo], group: Option<usize>, bytes: &'a [u8]) -> Option<&'a [u8]> {
+    use crate::wire::auth::{verify, AuthError};
+    match group {
+        Some(k) => match groups.get(k)?.keys.as_ref() {
+            Some(keys) => verify(bytes, keys).ok(),
+            None => Some(bytes),
+        },
+        None => {
+            let mut keyed = groups.iter().filter_map(|io| io.keys.as_ref()).peekable();
+            if keyed.peek().is_none() {
+                return Some(bytes);
+            }
+            let all_keyed = groups.iter().all(|io| io.keys.is_some());
+            let mut sealed = false;
+            for keys in keyed {
+                match verify(bytes, keys) {
+                    Ok(frame) => return Some(frame),
+                    Err(AuthError::NotSealed) => break,
+                    Err(_) => sealed = true,
+                }
+            }
+            (!sealed && !all_keyed).then_some(bytes)
+        }
     }
 }

@@ -38,6 +38,7 @@ use mio::{Poll, Token};
 use crate::log::{LogConfig, LogDir};
 use crate::netconf::{self, GroupConf, NetConf};
 use crate::proto::{self, GroupConfig, GroupId, Node};
+use crate::wire::auth::GroupKeys;
 use crate::wire::NodeId;
 
 pub use error::Error;
@@ -87,6 +88,8 @@ pub struct Daemon {
     console: Option<console::Console>,
     offload: sockets::Offload,
     loop_state: event_loop::LoopState,
+    /// Held (flock) for the daemon's life: one daemon per data directory.
+    _data_dir_lock: std::fs::File,
 }
 
 impl Daemon {
@@ -113,6 +116,7 @@ impl Daemon {
             path: data_dir.clone(),
             source,
         })?;
+        let data_dir_lock = lock_data_dir(&data_dir)?;
         let node_id = node_id::load_or_create(&data_dir)?;
         let log = LogDir::open(&data_dir.join("log"), log_config(&netconf)).map_err(|source| {
             Error::Log {
@@ -151,6 +155,17 @@ impl Daemon {
         for (k, g) in netconf.groups.iter().enumerate() {
             let id = GroupId(u32::try_from(k).unwrap_or(u32::MAX));
             let (bind, dests) = group_endpoints(g, netconf.node.listen, &local_ips);
+            let keys = match &g.key_file {
+                Some(current) => Some(
+                    GroupKeys::load(current, g.previous_key_file.as_deref()).map_err(|source| {
+                        Error::KeyFile {
+                            group: g.name.clone(),
+                            source,
+                        }
+                    })?,
+                ),
+                None => None,
+            };
             let mut opened = sockets::open_group(bind, buffer_sizes(g))?;
             poll.registry()
                 .register(
@@ -172,6 +187,7 @@ impl Daemon {
                 name: g.name.clone(),
                 socket: opened.socket,
                 dests,
+                keys,
             });
         }
 
@@ -212,6 +228,7 @@ impl Daemon {
             console,
             offload,
             loop_state: event_loop::LoopState::default(),
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -372,6 +389,32 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Takes an exclusive lock on `data-dir/lock`, so a second daemon on the
+/// same data directory (which would interleave writes into the same logs)
+/// refuses to start. The kernel drops the lock when the process dies, even
+/// by kill -9, so a crash never leaves it stuck.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, Error> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor that `file` keeps open.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(Error::DataDirInUse {
+            path: data_dir.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
 /// The kernel's host name, for `node.name`'s default.
 fn host_name() -> String {
     let mut buf = [0u8; 256];
@@ -422,6 +465,16 @@ fn local_addresses() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_dir_serves_one_daemon_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(dir.path()).unwrap();
+        let err = lock_data_dir(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        assert!(lock_data_dir(dir.path()).is_ok());
+    }
 
     #[test]
     fn local_addresses_include_loopback() {

@@ -119,6 +119,7 @@ impl Daemon {
         next: Offset,
     ) {
         self.route(topic);
+        self.subs.note_topic(topic, source, next);
         let ours = match self.log.log(topic, source) {
             Ok(log) => log.next_offset(),
             Err(_) => return,
@@ -262,6 +263,9 @@ impl Daemon {
             .get(&key)
             .map(|f| f.tried.clone())
             .unwrap_or_default();
+        if let ReplayOutcome::BelowRetention { earliest } = outcome {
+            self.subs.note_retention(&topic, source, earliest);
+        }
         let retry = match outcome {
             ReplayOutcome::Complete { .. } => None,
             // The holder deleted the start: what it still has is worth

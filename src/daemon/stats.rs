@@ -17,6 +17,9 @@ pub struct Stats {
     pub datagrams_truncated: u64,
     /// Datagrams from a source outside the group's netconf `allow` list.
     pub datagrams_denied: u64,
+    /// Datagrams without a valid tag on an authenticated group (or on the
+    /// listen socket when every group is authenticated).
+    pub datagrams_unauthenticated: u64,
     /// Datagrams handed to the kernel.
     pub datagrams_sent: u64,
     /// Datagrams the kernel refused (no route, firewall, ICMP error).

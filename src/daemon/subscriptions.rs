@@ -38,6 +38,13 @@ pub(super) struct Subscriptions {
     committed: HashMap<(String, String, NodeId), Offset>,
     /// Where `committed` is kept across restarts (`data-dir/commits.json`).
     commits_path: Option<PathBuf>,
+    /// Next offsets sources advertised: where `latest` starts for a log this
+    /// daemon is still filling by replay.
+    advertised: HashMap<(Arc<str>, NodeId), Offset>,
+    /// Per log, the offset below which every node had deleted the records
+    /// when we asked (a replay answered "below retention"): holes under it
+    /// are reported as retention gaps rather than "unavailable".
+    retained_from: HashMap<(Arc<str>, NodeId), Offset>,
 }
 
 /// File name of the committed offsets in the data directory.
@@ -83,6 +90,8 @@ impl Subscriptions {
             subs: Vec::new(),
             committed,
             commits_path: Some(path),
+            advertised: HashMap::new(),
+            retained_from: HashMap::new(),
         }
     }
 
@@ -158,6 +167,27 @@ impl Subscriptions {
                 path.display()
             );
         }
+    }
+
+    /// A source advertised a topic whose next offset is `next`: `latest`
+    /// subscriptions that do not know this log yet start there, so that the
+    /// history a late-joining daemon replays is not taken for new records.
+    pub fn note_topic(&mut self, topic: &Arc<str>, source: NodeId, next: Offset) {
+        self.advertised.insert((topic.clone(), source), next);
+        for sub in self.subs.iter_mut() {
+            if sub.from == StartFrom::Latest && sub.pattern.matches(topic) {
+                sub.cursors.entry((topic.clone(), source)).or_insert(next);
+            }
+        }
+    }
+
+    /// A replay found `source`'s log of `topic` starting at `earliest`.
+    pub fn note_retention(&mut self, topic: &Arc<str>, source: NodeId, earliest: Offset) {
+        let slot = self
+            .retained_from
+            .entry((topic.clone(), source))
+            .or_insert(earliest);
+        *slot = (*slot).max(earliest);
     }
 
     /// Whether some subscription may have records to read from the log.
@@ -247,6 +277,11 @@ impl Subscriptions {
                 match topic_log.read(*cursor, CATCH_UP_BYTES) {
                     Ok(batch) => {
                         if let Some(hole) = &batch.hole {
+                            let retained = self.retained_from.get(&key).copied();
+                            let reason = match retained {
+                                Some(from) if hole.end <= from => GapReason::Retention,
+                                _ => GapReason::Unavailable,
+                            };
                             ipc.send(
                                 sub.conn,
                                 &Response::Gap(GapNotice {
@@ -255,7 +290,7 @@ impl Subscriptions {
                                     source: *source,
                                     from: hole.start,
                                     to: hole.end,
-                                    reason: GapReason::Unavailable,
+                                    reason,
                                 }),
                             );
                         }
@@ -332,8 +367,16 @@ impl Subscriptions {
         };
         match sub.from {
             StartFrom::Earliest => earliest,
-            // A log that appears after the subscription started is all new.
-            StartFrom::Latest => first_live.unwrap_or(next).min(next),
+            // A log that appears after the subscription started is all new,
+            // except history a replay is filling in.
+            StartFrom::Latest => {
+                let advertised = self
+                    .advertised
+                    .get(&(Arc::from(topic), source))
+                    .copied()
+                    .unwrap_or(Offset(0));
+                first_live.unwrap_or(next).min(next).max(advertised)
+            }
             StartFrom::Offset(o) => o,
             StartFrom::Committed => sub
                 .group

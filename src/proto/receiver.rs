@@ -198,7 +198,13 @@ impl Receiver {
             out.stats.duplicates_dropped += 1;
             return;
         }
-        if self.buffered_bytes + frame.len() > self.cfg.receive_window_bytes {
+        // A full buffer refuses only new data beyond what we have seen: the
+        // seqs we are waiting for (the head above all) are always taken, or
+        // a buffer full of later data would refuse the very repair that
+        // lets it drain.
+        if seq >= self.highest_next
+            && self.buffered_bytes + frame.len() > self.cfg.receive_window_bytes
+        {
             out.stats.out_of_window_dropped += 1;
             return;
         }
