@@ -20,6 +20,7 @@ mod stats_table;
 
 mod bench;
 mod demo;
+mod groups;
 
 /// Exit codes, documented in `castlog --help`.
 mod exit {
@@ -152,6 +153,9 @@ enum Command {
     /// Print the daemon's counters
     #[command(long_about = STATS_LONG, after_long_help = STATS_EXAMPLES)]
     Stats(StatsArgs),
+    /// List consumer groups: members, assignment, committed offsets, lag
+    #[command(long_about = groups::GROUPS_LONG, after_long_help = groups::GROUPS_EXAMPLES)]
+    Groups(groups::GroupsArgs),
     /// Validate netconf files
     #[command(long_about = CHECK_LONG, after_long_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
@@ -327,6 +331,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => run_pub(&socket(), args),
         Command::Sub(args) => run_sub(&socket(), args),
         Command::Stats(args) => run_stats(&socket(), args),
+        Command::Groups(args) => run_groups(&socket(), args),
         Command::Check(args) => return run_check(&args),
         Command::Bench(args) => {
             return match bench::run(&socket(), &args) {
@@ -760,6 +765,23 @@ fn run_stats(socket: &std::path::Path, args: StatsArgs) -> Result<(), Failure> {
         "{}",
         stats_table::render(&value, None, stats_table::terminal_width())
     )?;
+    Ok(())
+}
+
+fn run_groups(socket: &std::path::Path, args: groups::GroupsArgs) -> Result<(), Failure> {
+    let mut client = Client::connect(socket)?;
+    let json = client.stats_json()?;
+    let value: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| client::Error::Rejected {
+            message: format!("daemon sent stats that are not JSON: {e}"),
+        })?;
+    let selected = groups::select(&value, args.group.as_deref());
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::Value::Array(selected))?;
+    } else {
+        groups::print(&mut out, &selected)?;
+    }
     Ok(())
 }
 

@@ -1,73 +1,81 @@
 //! `castlog demo`: the whole product in one command, on one host. Two
-//! daemons on the embedded default netconf (loopback multicast) stand in for
-//! two hosts: a publisher on `demo-a`, a live subscriber and a late replay on
-//! `demo-b`.
+//! daemons on the embedded default netconf (loopback multicast), run as
+//! threads of this process, stand in for two hosts: a publisher on `demo-a`,
+//! a live subscriber and a late replay on `demo-b`. They talk to each other
+//! over real UDP multicast and to the demo over their Unix sockets, exactly
+//! as separate castlogd processes would.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use castlog::client::{Client, ConsumeMode, Message, StartFrom};
+use castlog::daemon::{Daemon, Overrides};
+use castlog::netconf::NetConf;
 
 const TOPIC: &str = "demo.prices";
 const RECORDS: u64 = 10;
 
-struct Daemon {
+/// A castlogd running in a thread of this process: the same `Daemon` the
+/// castlogd binary runs, so the demo needs nothing but this binary.
+struct DemoDaemon {
     name: &'static str,
-    child: Child,
     socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
 }
 
-impl Drop for Daemon {
+impl Drop for DemoDaemon {
     fn drop(&mut self) {
-        // SIGTERM: the daemon flushes its log and says goodbye to its group.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        // As on SIGTERM: the daemon flushes its log and says goodbye.
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
-fn castlogd_path() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own path: {e}"))?;
-    let path = exe.with_file_name("castlogd");
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "castlogd not found next to castlog at {} (build both: cargo build --release)",
-            path.display()
-        ))
-    }
-}
-
-fn start(castlogd: &Path, dir: &Path, name: &'static str) -> Result<Daemon, String> {
-    let data = dir.join(name);
+fn start(dir: &Path, name: &'static str) -> Result<DemoDaemon, String> {
     let socket = dir.join(format!("{name}.sock"));
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-    let child = Command::new(castlogd)
-        .args(["--name", name, "--data-dir"])
-        .arg(&data)
-        .arg("--socket")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start castlogd: {e}"))?;
-    let d = Daemon {
-        name,
-        child,
-        socket,
+    let overrides = Overrides {
+        name: Some(name.to_owned()),
+        data_dir: Some(dir.join(name)),
+        socket: Some(socket.clone()),
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("castlogd-{name}"))
+        .spawn(move || {
+            let mut daemon = match Daemon::new(NetConf::embedded_default(), overrides) {
+                Ok(d) => {
+                    let _ = tx.send(Ok(()));
+                    d
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            if let Err(e) = daemon.run(flag) {
+                eprintln!("castlogd {name}: {e}");
+            }
+        })
+        .map_err(|e| format!("cannot start a daemon thread: {e}"))?;
+    let d = DemoDaemon {
+        name,
+        socket,
+        stop,
+        thread: Some(thread),
+    };
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("castlogd {name} did not start: {e}")),
+        Err(_) => return Err(format!("castlogd {name} did not start within 10s")),
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if Client::connect(&d.socket).is_ok() {
@@ -77,8 +85,8 @@ fn start(castlogd: &Path, dir: &Path, name: &'static str) -> Result<Daemon, Stri
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!(
-        "castlogd {name} did not open its socket; see {}",
-        dir.join(format!("{name}.log")).display()
+        "castlogd {name} did not open its socket {}",
+        d.socket.display()
     ))
 }
 
@@ -122,18 +130,17 @@ fn collect(client: &mut Client, prefix: &str, want: u64) -> Result<u64, String> 
 }
 
 pub fn run() -> Result<(), String> {
-    let castlogd = castlogd_path()?;
     let dir = std::env::temp_dir().join(format!("castlog-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let result = run_in(&castlogd, &dir);
+    let result = run_in(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn run_in(castlogd: &Path, dir: &Path) -> Result<(), String> {
+fn run_in(dir: &Path) -> Result<(), String> {
     println!("castlog demo: two daemons on loopback multicast (the embedded default netconf)");
-    let a = start(castlogd, dir, "demo-a")?;
-    let b = start(castlogd, dir, "demo-b")?;
+    let a = start(dir, "demo-a")?;
+    let b = start(dir, "demo-b")?;
 
     let mut live = Client::connect(&b.socket).map_err(|e| e.to_string())?;
     live.subscribe("demo.*", StartFrom::Latest, None, ConsumeMode::Broadcast)
@@ -186,7 +193,18 @@ fn run_in(castlogd: &Path, dir: &Path) -> Result<(), String> {
 
     println!("\n4. counters of {} (castlog stats):", b.name);
     let stats = late.stats_json().map_err(|e| e.to_string())?;
-    println!("  {}", stats.chars().take(400).collect::<String>());
+    let doc: serde_json::Value = serde_json::from_str(&stats).map_err(|e| e.to_string())?;
+    for (section, key) in [
+        ("proto", "data_frames_received"),
+        ("proto", "records_delivered"),
+        ("proto", "naks_sent"),
+        ("daemon", "records_stored"),
+        ("log", "records_appended"),
+        ("ipc", "frames_sent"),
+    ] {
+        println!("  {section}.{key} = {}", doc[section][key]);
+    }
+    println!("  (everything: castlog stats --json)");
     println!(
         "\ndemo complete: published {RECORDS}, delivered live {RECORDS}, replayed {}",
         RECORDS - 5

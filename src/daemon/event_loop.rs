@@ -195,7 +195,11 @@ impl Daemon {
             return Duration::ZERO;
         }
         let ls = &self.loop_state;
-        if ls.listen_readable || ls.group_readable.iter().any(|r| *r) || self.subs.is_lagging() {
+        if ls.listen_readable
+            || ls.group_readable.iter().any(|r| *r)
+            || self.subs.is_lagging()
+            || self.group_members.is_lagging()
+        {
             return Duration::ZERO;
         }
         let mut deadline = now + MAX_SLEEP;
@@ -323,21 +327,36 @@ impl Daemon {
             Request::Publish(p) => self.publish_run(now, vec![(conn, p)]),
             Request::Subscribe(s) => {
                 let sub_id = s.sub_id;
-                match self.subs.add(conn, s, &mut self.log) {
+                // Clustering group members are served by `groups`.
+                let added = match self.group_subscribe(now, conn, &s) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => self.subs.add(conn, s, &mut self.log),
+                    Err(failure) => Err(failure),
+                };
+                match added {
                     Ok(()) => self.ipc.send(conn, &Response::Subscribed { sub_id }),
                     Err(failure) => self
                         .ipc
                         .send(conn, &Response::SubscribeFailed { sub_id, failure }),
                 }
             }
-            Request::Unsubscribe { sub_id } => self.subs.remove(conn, sub_id),
-            Request::Commit(c) => self.subs.commit(c),
+            Request::Unsubscribe { sub_id } => {
+                self.group_unsubscribe(now, conn, Some(sub_id));
+                self.subs.remove(conn, sub_id);
+            }
+            Request::Commit(c) => {
+                let by_group = self.group_commit(now, conn, &c);
+                if !by_group {
+                    self.subs.commit(c);
+                }
+            }
             Request::Stats => {
                 let json = self.stats_json();
                 self.ipc.send(conn, &Response::Stats { json });
             }
             Request::Ping { nonce } => self.ipc.send(conn, &Response::Pong { nonce }),
             Request::Disconnected => {
+                self.group_unsubscribe(now, conn, None);
                 self.subs.remove_conn(conn);
                 self.forget_publishes_of(conn);
             }
@@ -363,6 +382,9 @@ impl Daemon {
         self.flush_transmits(now);
         self.subs
             .catch_up(&mut self.ipc, &mut self.log, &self.loop_state.names);
+        self.group_flush(now);
+        // Group announcements and commits may have queued frames.
+        self.flush_transmits(now);
         self.ipc.flush(self.poll.registry());
     }
 
@@ -546,11 +568,16 @@ impl Daemon {
                 addr,
                 leaving,
             } => {
-                ::log::info!(
-                    "peer {} group={} node={node} name={name} addr={addr}",
-                    if leaving { "left" } else { "joined" },
-                    self.group_name(group)
-                );
+                // Daemons with consumer-group members repeat ANNOUNCE alive
+                // every 500ms: only news is logged.
+                let known = self.loop_state.peers.get(&node) == Some(&addr);
+                if leaving || !known {
+                    ::log::info!(
+                        "peer {} group={} node={node} name={name} addr={addr}",
+                        if leaving { "left" } else { "joined" },
+                        self.group_name(group)
+                    );
+                }
                 self.loop_state.names.insert(node, name);
                 if leaving {
                     self.loop_state.peers.remove(&node);
@@ -685,6 +712,15 @@ impl Daemon {
                 &d.key,
                 &d.value,
             );
+            self.group_record(
+                topic,
+                source,
+                name.as_deref(),
+                d.offset,
+                d.timestamp_ms,
+                &d.key,
+                &d.value,
+            );
         }
     }
 
@@ -748,6 +784,15 @@ impl Daemon {
             key,
             value,
         );
+        self.group_record(
+            topic,
+            source,
+            name.as_deref(),
+            offset,
+            timestamp_ms,
+            key,
+            value,
+        );
     }
 
     fn housekeeping(&mut self, now: Instant) {
@@ -787,6 +832,7 @@ impl Daemon {
         self.node.flush(now);
         self.node.leave();
         self.flush_outputs(now);
+        self.save_offsets(now, true);
         if let Err(e) = self.log.flush(clock::wall_ms()) {
             ::log::error!("final log flush failed error={e}");
         }

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod console;
 mod error;
 mod event_loop;
+mod groups;
 pub mod ipc;
 pub mod keyfile;
 pub mod node_id;
@@ -82,6 +83,8 @@ pub struct Daemon {
     ipc: IpcServer,
     log: LogDir,
     subs: Subscriptions,
+    /// Consumer-group members (issue 6), see `groups`.
+    group_members: groups::GroupMembers,
     replays: replay_io::Replays,
     stats: Stats,
     /// The web console, when netconf `[node] console` is set.
@@ -150,6 +153,7 @@ impl Daemon {
         let now = clock::now();
         let seed = node_id.0 ^ clock::wall_ms().rotate_left(32);
         let mut node = Node::new(node_id, &name, seed);
+        let group_members = groups::open_members(&data_dir, &netconf, &mut node);
         let local_ips = local_addresses();
         let mut groups = Vec::with_capacity(netconf.groups.len());
         for (k, g) in netconf.groups.iter().enumerate() {
@@ -223,6 +227,7 @@ impl Daemon {
             ipc,
             log,
             subs: Subscriptions::open(&data_dir),
+            group_members,
             replays: replay_io::Replays::default(),
             stats: Stats::default(),
             console,

@@ -169,6 +169,15 @@ impl Daemon {
                 &p.key,
                 &p.value,
             );
+            self.group_record(
+                &topic,
+                self.node_id,
+                Some(&name),
+                offset,
+                timestamp_ms,
+                &p.key,
+                &p.value,
+            );
             if p.mode == PublishMode::Async {
                 let request_id = p.request_id;
                 self.ipc

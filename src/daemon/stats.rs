@@ -79,6 +79,8 @@ impl Daemon {
             "daemon": &self.stats,
             "proto": self.node.stats(),
             "log": log_stats_json(&log),
+            "groups": self.groups_json(),
+            "group_stats": self.node.consumers().stats(),
             "ipc": {
                 "connections_accepted": ipc.connections_accepted,
                 "connections_closed": ipc.connections_closed,

@@ -27,6 +27,7 @@
 mod dir;
 mod error;
 mod index;
+pub mod offsets;
 mod reader;
 mod recovery;
 mod retention;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::groups::{ConsumerGroups, GroupsConfig};
 use super::receiver::Receiver;
 use super::replay::{ReplayClient, ReplayEnd, ReplayServe};
 use super::sender::{emit, Sender};
@@ -17,7 +18,7 @@ use super::{
 };
 use crate::wire::{
     AnnounceKind, AnnounceRepr, Body, Flags, Frame, FrameRepr, FrameType, HeaderRepr, NodeId,
-    Offset, Seq, SessionId,
+    Offset, Seq, SessionId, HEADER_LEN,
 };
 
 /// Replaced sessions remembered (to drop their stray or replayed frames).
@@ -58,6 +59,9 @@ pub struct Node {
     /// late or replayed frames are dropped, never taken for a new session.
     retired: VecDeque<(NodeId, SessionId)>,
     out: Outputs,
+    /// Consumer groups (issue 6): membership, assignment, commits. Its
+    /// member lists ride in our ANNOUNCE frames.
+    consumers: ConsumerGroups,
 }
 
 impl Node {
@@ -71,6 +75,7 @@ impl Node {
             current: HashMap::new(),
             replay: ReplayClient::new(),
             retired: VecDeque::new(),
+            consumers: ConsumerGroups::new(id, GroupsConfig::default()),
             out: Outputs {
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
@@ -281,6 +286,10 @@ impl Node {
                 }
             }
             Body::Announce(a) => {
+                if group.is_some() {
+                    self.consumers
+                        .handle_announce(now, h.node, h.session, a.kind, a.extensions());
+                }
                 if let Some(group) = group {
                     self.out.events.push_back(Event::Peer {
                         group,
@@ -407,11 +416,13 @@ impl Node {
             }
         }
         self.replay.handle_timeout(now, &mut self.out);
+        self.consumers.handle_timeout(now);
     }
 
     /// Next datagram to send, written into `buf` (which must hold the
     /// group's MTU; a larger frame is skipped and counted).
     pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.queue_consumer_announcements();
         while let Some((dest, frame)) = self.out.transmits.pop_front() {
             let Some(slot) = buf.get_mut(..frame.len()) else {
                 log::warn!(
@@ -432,6 +443,7 @@ impl Node {
 
     /// Like `poll_transmit`, but hands out the frame itself (no copy).
     pub fn poll_transmit_bytes(&mut self) -> Option<(Dest, Bytes)> {
+        self.queue_consumer_announcements();
         self.out.transmits.pop_front()
     }
 
@@ -445,6 +457,7 @@ impl Node {
         senders
             .chain(receivers)
             .chain(self.replay.poll_timeout())
+            .chain(self.consumers.poll_timeout())
             .min()
     }
 
@@ -483,5 +496,56 @@ impl Node {
         end: ReplayEnd,
     ) {
         super::replay::serve_chunk(&mut self.out, self.id, serve, records, end);
+    }
+}
+
+/// Consumer groups (issue 6). The driver registers members, routes
+/// delivered records and commits through [`consumers_mut`]; after every
+/// input it drains [`ConsumerGroups::poll_event`] (after `poll_event`).
+///
+/// [`consumers_mut`]: Node::consumers_mut
+impl Node {
+    pub fn consumers(&self) -> &ConsumerGroups {
+        &self.consumers
+    }
+
+    pub fn consumers_mut(&mut self) -> &mut ConsumerGroups {
+        &mut self.consumers
+    }
+
+    /// Wraps the member lists and commits the groups want sent into
+    /// ANNOUNCE (alive) frames, one copy per transport group, sized to the
+    /// smallest MTU.
+    fn queue_consumer_announcements(&mut self) {
+        if !self.consumers.wants_announce() || self.groups.is_empty() {
+            return;
+        }
+        let mtu = self
+            .groups
+            .values()
+            .map(|g| g.cfg.mtu)
+            .min()
+            .unwrap_or(1400);
+        let budget = mtu.saturating_sub(HEADER_LEN + 4 + self.name.len());
+        for ext in self.consumers.take_announcements(budget) {
+            for (gid, g) in &self.groups {
+                let repr = FrameRepr {
+                    header: HeaderRepr {
+                        frame_type: FrameType::Announce,
+                        flags: Flags::default(),
+                        node: self.id,
+                        session: g.sender.session(),
+                    },
+                    body: Body::Announce(AnnounceRepr {
+                        kind: AnnounceKind::Alive,
+                        name: &self.name,
+                        extensions: &ext,
+                    }),
+                };
+                self.out
+                    .transmits
+                    .push_back((Dest::Group(*gid), emit(&repr)));
+            }
+        }
     }
 }

@@ -38,6 +38,7 @@ pub mod header;
 pub mod heartbeat;
 mod ids;
 pub mod ipc;
+pub mod member;
 pub mod nak;
 pub mod ncf;
 pub mod record;
