@@ -219,6 +219,23 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
     let peer_dir = dir.join("peer");
     let _peer = start_daemon(&peer_dir, "console-peer", None);
 
+    // A consumer group reading orders, for the consumer groups panel.
+    let mut auditor = Command::new(env!("CARGO_BIN_EXE_castlog"))
+        .arg("--socket")
+        .arg(dir.join("castlogd.sock"))
+        .args([
+            "sub",
+            "orders",
+            "--group",
+            "auditors",
+            "--idle-timeout",
+            "3",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn castlog sub");
+
     // Publish in a few rounds a second apart, so the chart has a shape.
     let mut published = 0u64;
     for round in 1..=4u64 {
@@ -253,6 +270,7 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
             && received == Some(&from_cli["proto"]["records_delivered"].to_string())
             && from_cli["proto"]["records_delivered"] == 1_000
             && dom.contains("console-peer")
+            && dom.contains("auditors")
         {
             break (dom, from_cli);
         }
@@ -265,6 +283,7 @@ fn console_page_shows_the_same_figures_as_castlog_stats_and_is_screenshotted() {
         );
         std::thread::sleep(Duration::from_millis(500));
     };
+    let _ = auditor.wait();
     assert_eq!(from_cli["daemon"]["records_published"], published);
     assert_eq!(
         element_text(&dom, "c-log-records_appended"),
