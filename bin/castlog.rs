@@ -16,6 +16,8 @@ use castlog::client::{
 use castlog::netconf::{self, NetConf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod stats_table;
+
 mod bench;
 mod demo;
 mod groups;
@@ -95,13 +97,30 @@ Examples:
   castlog sub 'jobs.*' --group workers";
 
 const STATS_LONG: &str = "\
-Print the daemon's counters, one `name value` per line, sorted by name
-(nested counters as dotted names), or the daemon's JSON document with --json.";
+Print the daemon's counters as a table grouped by section: the node on one
+line; its groups, the peers heard on them and its topic logs (offsets, log
+size, segments) as tables; then the counters of each room (daemon, proto,
+log, ipc) in columns. With --json, the daemon's JSON document as it is (the
+same document the web console serves at /api/stats).";
 
 const STATS_EXAMPLES: &str = "\
 Examples:
   castlog stats
-  castlog stats --json | jq .";
+  castlog stats --json | jq .daemon.records_published
+  COLUMNS=80 castlog stats";
+
+const TOP_LONG: &str = "\
+Show the daemon's counters live, as `castlog stats` lays them out, redrawn
+every --interval seconds (the screen is cleared with ANSI escape codes), with
+the rate per second of every counter beside it. Ctrl-C exits. --count stops
+after that many screens (for scripts). For a browser view, set
+`console = \"127.0.0.1:7480\"` in the netconf's [node] table.";
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  castlog top
+  castlog top --interval 5
+  castlog --socket /run/castlog/h1.sock top --count 3";
 
 const CHECK_LONG: &str = "\
 Validate netconf files without starting a daemon: every error of every file
@@ -146,6 +165,9 @@ enum Command {
     /// Measure throughput, completeness and latency, through castlog or raw UDP
     #[command(long_about = BENCH_LONG, after_long_help = BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
+    /// Show the daemon's counters live, with rates
+    #[command(long_about = TOP_LONG, after_long_help = TOP_EXAMPLES)]
+    Top(TopArgs),
     /// Show the castlog frames in a packet capture (pcap)
     #[command(long_about = DECODE_LONG, after_long_help = DECODE_EXAMPLES)]
     Decode {
@@ -253,6 +275,16 @@ struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+struct TopArgs {
+    /// Seconds between screens
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    interval: f64,
+    /// Stop after N screens [default: run until Ctrl-C]
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
 struct StatsArgs {
     /// Print the daemon's JSON document as it is
     #[arg(long)]
@@ -295,6 +327,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let socket = || cli.socket.clone().unwrap_or_else(default_socket);
     let result = match cli.command {
+        Command::Top(args) => stats_table::run_top(&socket(), &args),
         Command::Pub(args) => run_pub(&socket(), args),
         Command::Sub(args) => run_sub(&socket(), args),
         Command::Stats(args) => run_stats(&socket(), args),
@@ -726,21 +759,12 @@ fn run_stats(socket: &std::path::Path, args: StatsArgs) -> Result<(), Failure> {
         writeln!(out, "{json}")?;
         return Ok(());
     }
-    let value: serde_json::Value = match serde_json::from_str(&json) {
-        Ok(v) => v,
-        Err(e) => {
-            return Err(client::Error::Rejected {
-                message: format!("daemon sent stats that are not JSON: {e}"),
-            }
-            .into())
-        }
-    };
-    let mut lines = Vec::new();
-    flatten("", &value, &mut lines);
-    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    for (name, value) in lines {
-        writeln!(out, "{name:<width$}  {value}")?;
-    }
+    let value = stats_table::parse_stats(&json)?;
+    write!(
+        out,
+        "{}",
+        stats_table::render(&value, None, stats_table::terminal_width())
+    )?;
     Ok(())
 }
 
@@ -759,24 +783,6 @@ fn run_groups(socket: &std::path::Path, args: groups::GroupsArgs) -> Result<(), 
         groups::print(&mut out, &selected)?;
     }
     Ok(())
-}
-
-/// Turns nested objects into `a.b.c value` lines, sorted by name.
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&name, v, out);
-            }
-        }
-        serde_json::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-        other => out.push((prefix.to_owned(), other.to_string())),
-    }
 }
 
 // ---------------------------------------------------------------------------

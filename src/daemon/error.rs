@@ -32,6 +32,8 @@ pub enum Error {
     },
     #[error("multicast group {group} needs an ipv4 address, got {addr}")]
     NotIpv4 { group: String, addr: SocketAddr },
+    #[error("cannot serve the web console on {addr}: {reason} (is the port in use? change [node] console)")]
+    Console { addr: SocketAddr, reason: String },
     #[error("cannot use data directory {path}: {source}")]
     DataDir {
         path: PathBuf,

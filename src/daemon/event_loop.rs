@@ -165,6 +165,7 @@ impl Daemon {
             self.flush_outputs(now);
             self.expire_syncs(now);
             self.housekeeping(now);
+            self.publish_console(now);
         }
         self.shut_down();
         Ok(())
@@ -809,6 +810,17 @@ impl Daemon {
             match self.log.apply_retention(clock::wall_ms()) {
                 Ok(report) => ::log::debug!("retention applied report={report:?}"),
                 Err(e) => ::log::warn!("retention failed error={e}"),
+            }
+        }
+    }
+
+    /// Console: hand the HTTP thread a fresh stats snapshot about once a
+    /// second (see `console.rs`; the thread never touches daemon state).
+    fn publish_console(&mut self, now: Instant) {
+        if self.console.as_ref().is_some_and(|c| c.is_due(now)) {
+            let json = self.stats_json();
+            if let Some(c) = self.console.as_mut() {
+                c.publish(now, clock::wall_ms(), json);
             }
         }
     }

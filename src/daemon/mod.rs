@@ -13,12 +13,15 @@
 //! ```
 
 pub mod clock;
+pub mod console;
 mod error;
 mod event_loop;
 mod groups;
 pub mod ipc;
 pub mod keyfile;
 pub mod node_id;
+// Groups, peers and topic logs for the stats document.
+mod inventory;
 mod publish;
 mod replay_io;
 pub mod signals;
@@ -84,6 +87,8 @@ pub struct Daemon {
     group_members: groups::GroupMembers,
     replays: replay_io::Replays,
     stats: Stats,
+    /// The web console, when netconf `[node] console` is set.
+    console: Option<console::Console>,
     offload: sockets::Offload,
     loop_state: event_loop::LoopState,
     /// Held (flock) for the daemon's life: one daemon per data directory.
@@ -190,6 +195,10 @@ impl Daemon {
             });
         }
 
+        let console = match netconf.node.console {
+            Some(addr) => Some(console::Console::start(addr)?),
+            None => None,
+        };
         let ipc = IpcServer::bind(&socket_path, poll.registry(), IPC_TOKEN).map_err(|source| {
             Error::Ipc {
                 path: socket_path.clone(),
@@ -221,6 +230,7 @@ impl Daemon {
             group_members,
             replays: replay_io::Replays::default(),
             stats: Stats::default(),
+            console,
             offload,
             loop_state: event_loop::LoopState::default(),
             _data_dir_lock: data_dir_lock,
@@ -240,6 +250,11 @@ impl Daemon {
     /// The bound listen address (the real port when netconf said 0).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
+    }
+
+    /// The web console's bound address, when it is on.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().map(console::Console::addr)
     }
 
     /// The client IPC socket path.

@@ -96,6 +96,11 @@ impl LogDir {
         self.known.iter().cloned().collect()
     }
 
+    /// The logs open now (for reporting; opens nothing).
+    pub fn open_log_iter(&self) -> impl Iterator<Item = &TopicLog> {
+        self.open.values().flat_map(|m| m.values().map(|o| &o.log))
+    }
+
     /// Whether a log exists for (topic, source), without opening it.
     pub fn contains(&self, topic: &str, source: NodeId) -> bool {
         self.known.contains(&(topic.to_string(), source))
