@@ -627,6 +627,7 @@ fn run_sub(socket: &std::path::Path, args: SubArgs) -> Result<(), Failure> {
     // Next offset to commit per (topic, source), for --group.
     let mut progress: HashMap<(String, NodeId), Offset> = HashMap::new();
     let mut delivered = 0u64;
+    let bar = replay_progress(from, args.count);
     while args.count.is_none_or(|n| delivered < n) {
         let message = match client.try_next_message() {
             Some(m) => Some(m),
@@ -649,16 +650,21 @@ fn run_sub(socket: &std::path::Path, args: SubArgs) -> Result<(), Failure> {
                     progress.insert((r.topic, r.source), r.offset.next());
                 }
                 delivered += 1;
+                if delivered % 1024 == 0 {
+                    bar.set_position(delivered);
+                }
             }
             Some(Message::Gap(g)) => {
-                eprintln!(
-                    "castlog: gap topic={} source={} offsets {}..{} will not arrive ({})",
-                    g.topic,
-                    g.source,
-                    g.from,
-                    g.to,
-                    g.reason.as_str()
-                );
+                bar.suspend(|| {
+                    eprintln!(
+                        "castlog: gap topic={} source={} offsets {}..{} will not arrive ({})",
+                        g.topic,
+                        g.source,
+                        g.from,
+                        g.to,
+                        g.reason.as_str()
+                    );
+                });
                 if args.json {
                     write_gap_json(&mut out, &g)?;
                 }
@@ -667,9 +673,36 @@ fn run_sub(socket: &std::path::Path, args: SubArgs) -> Result<(), Failure> {
             None => {}
         }
     }
+    bar.finish_and_clear();
     out.flush()?;
     commit_progress(&mut client, args.group.as_deref(), &mut progress)?;
     Ok(())
+}
+
+/// A progress line on standard error for a subscription that starts in the
+/// past (a replay), only when standard error is a terminal: records so far
+/// and their rate (or a bar, with --count).
+fn replay_progress(from: StartFrom, count: Option<u64>) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if matches!(from, StartFrom::Latest) || !io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (bar, template) = match count {
+        Some(n) => (
+            indicatif::ProgressBar::new(n),
+            "{bar:40} {pos}/{len} records {per_sec} {eta}",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {pos} records {per_sec}",
+        ),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 fn commit_progress(
