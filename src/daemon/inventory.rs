@@ -41,6 +41,7 @@ impl Daemon {
     /// yet gone, sorted by node id.
     pub(super) fn peers_json(&self) -> Value {
         let ls = &self.loop_state;
+        let now = super::clock::now();
         let mut peers: Vec<_> = ls.peers.iter().collect();
         peers.sort_by_key(|(node, _)| node.0);
         let rows: Vec<Value> = peers
@@ -51,6 +52,10 @@ impl Daemon {
                     "name": ls.names.get(node).map(|n| n.to_string()),
                     "addr": addr.to_string(),
                     "source_up": ls.sources.contains_key(node),
+                    "last_heard_ms_ago": self
+                        .node
+                        .last_heard(*node)
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                 })
             })
             .collect();

@@ -150,6 +150,21 @@ impl Node {
             .map_or(0, |g| g.sender.live_receivers())
     }
 
+    /// When `node` was last heard from, as a source or as a receiver of one
+    /// of our sessions; `None` if it is not known (or forgotten).
+    pub fn last_heard(&self, node: NodeId) -> Option<Instant> {
+        let as_source = self
+            .receivers
+            .values()
+            .filter(|r| r.source() == node)
+            .map(|r| r.last_heard());
+        let as_receiver = self
+            .groups
+            .values()
+            .filter_map(|g| g.sender.receiver_heard(node));
+        as_source.chain(as_receiver).max()
+    }
+
     /// Live receivers of `group` that have not acknowledged `ticket` yet.
     pub fn receivers_behind(&self, group: GroupId, ticket: Ticket) -> Vec<NodeId> {
         self.groups

@@ -114,6 +114,10 @@ impl Receiver {
         now.saturating_duration_since(self.last_heard) > self.cfg.liveness_timeout * 10
     }
 
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
     pub fn is_down(&self) -> bool {
         self.down
     }

@@ -144,6 +144,11 @@ impl Sender {
             .collect()
     }
 
+    /// When a receiver was last heard from (its STATUS), if it is live.
+    pub fn receiver_heard(&self, node: NodeId) -> Option<Instant> {
+        self.receivers.get(&node).map(|r| r.last_heard)
+    }
+
     pub fn live_receivers(&self) -> usize {
         self.receivers.len()
     }
