@@ -102,3 +102,41 @@ fn a_new_member_after_a_daemon_restart_continues_from_the_committed_offsets() {
         .expect("next")
         .is_none());
 }
+
+#[test]
+fn auto_commit_commits_each_record_as_it_is_handed_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let netconf = NETCONF.replace("239.255.91.7:7491", "239.255.91.8:7492");
+    let d = DaemonProc::start(None, 0, "autoc", &netconf, dir.path());
+    let mut publisher = d.client();
+    for k in 0..50u64 {
+        let key = format!("k{k}");
+        publisher
+            .publish_sync("tasks", Some(key.as_bytes()), b"x", Duration::from_secs(5))
+            .expect("publish");
+    }
+    {
+        let mut m = d.client();
+        m.set_auto_commit(true);
+        m.subscribe(
+            "tasks",
+            StartFrom::Committed,
+            Some("a"),
+            ConsumeMode::Clustering,
+        )
+        .expect("subscribe");
+        // Handed out 20, never committed by hand; then the member leaves.
+        assert_eq!(take(&mut m, 20), (0..20).collect::<Vec<_>>());
+        m.ping().expect("ping");
+    }
+    // The next member of the group starts right after what was handed out.
+    let mut m2 = d.client();
+    m2.subscribe(
+        "tasks",
+        StartFrom::Committed,
+        Some("a"),
+        ConsumeMode::Clustering,
+    )
+    .expect("subscribe");
+    assert_eq!(take(&mut m2, 30), (20..50).collect::<Vec<_>>());
+}

@@ -140,6 +140,9 @@ pub struct Client {
     completions: VecDeque<Completion>,
     messages: VecDeque<Message>,
     sub_replies: HashMap<u32, Result<(), Failure>>,
+    /// Consumer group of each subscription that has one (for auto-commit).
+    sub_groups: HashMap<u32, String>,
+    auto_commit: bool,
     /// The sync publish being waited for, and its answer once it came.
     sync_waiting: Option<u64>,
     sync_result: Option<Result<Offset, Error>>,
@@ -179,6 +182,8 @@ impl Client {
             completions: VecDeque::new(),
             messages: VecDeque::new(),
             sub_replies: HashMap::new(),
+            sub_groups: HashMap::new(),
+            auto_commit: false,
             sync_waiting: None,
             sync_result: None,
             abandoned: HashSet::new(),
@@ -311,6 +316,9 @@ impl Client {
             check_name("group name", g)?;
         }
         let sub_id = self.next_sub_id;
+        if let Some(g) = group {
+            self.sub_groups.insert(sub_id, g.to_owned());
+        }
         self.next_sub_id = self.next_sub_id.wrapping_add(1).max(1);
         self.queue(&Request::Subscribe(Subscribe {
             sub_id,
@@ -347,17 +355,51 @@ impl Client {
     /// The next record or gap notice of any subscription, waiting up to
     /// `timeout`; `None` when nothing came in time.
     pub fn next_message(&mut self, timeout: Duration) -> Result<Option<Message>, Error> {
-        if let Some(m) = self.messages.pop_front() {
-            return Ok(Some(m));
+        if self.messages.is_empty() {
+            let deadline = Instant::now() + timeout;
+            self.pump(Some(deadline), |c| !c.messages.is_empty())?;
         }
-        let deadline = Instant::now() + timeout;
-        self.pump(Some(deadline), |c| !c.messages.is_empty())?;
-        Ok(self.messages.pop_front())
+        let m = self.messages.pop_front();
+        self.auto_commit_after(&m)?;
+        Ok(m)
     }
 
     /// A message already received, without waiting or reading the socket.
     pub fn try_next_message(&mut self) -> Option<Message> {
-        self.messages.pop_front()
+        let m = self.messages.pop_front();
+        // A commit that cannot be queued surfaces on the next call that
+        // writes; delivery itself is not undone.
+        let _ = self.auto_commit_after(&m);
+        m
+    }
+
+    /// Commits consumer-group records as they are handed out, instead of
+    /// waiting for [`Client::commit`]. Off by default: committing after
+    /// processing gives at-least-once (a member that dies before its commit
+    /// has its records delivered again to the next owner); auto-commit gives
+    /// at-most-once for a record whose processing is cut short. Commits are
+    /// queued in order with the other requests and written with the next
+    /// request or [`Client::flush`].
+    pub fn set_auto_commit(&mut self, on: bool) {
+        self.auto_commit = on;
+    }
+
+    fn auto_commit_after(&mut self, m: &Option<Message>) -> Result<(), Error> {
+        if !self.auto_commit {
+            return Ok(());
+        }
+        let Some(Message::Record(d)) = m else {
+            return Ok(());
+        };
+        let Some(group) = self.sub_groups.get(&d.subscription.0).cloned() else {
+            return Ok(());
+        };
+        self.queue(&Request::Commit(Commit {
+            group,
+            topic: d.topic.clone(),
+            source: d.source,
+            offset: d.offset.next(),
+        }))
     }
 
     /// Records a consumer group's progress: `offset` is the next record the
