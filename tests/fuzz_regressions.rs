@@ -309,3 +309,48 @@ fn datagram_sealed_under_the_fuzz_key_verifies_and_reseals_identically() {
     assert!(verify(bytes, &fuzz_keys()).is_ok());
     check_auth(bytes);
 }
+
+/// Writes the seed corpora of `fuzz/` (which are not committed) into
+/// `$FUZZ_CORPUS_DIR/<target>/`: every seed above for every target, plus a
+/// PUBLISH/SUBSCRIBE/PING stream for `ipc_frames` and an "odd first byte"
+/// input for `log_read`. Used by `fuzz/run-all.sh`.
+#[test]
+#[ignore = "writes fuzz seed corpora: FUZZ_CORPUS_DIR=fuzz/corpus cargo test --test fuzz_regressions -- --ignored write_seed_corpora"]
+fn write_seed_corpora() {
+    use castlog::wire::ipc::{PublishMode, PublishRef, Request};
+    let Ok(dir) = std::env::var("FUZZ_CORPUS_DIR") else {
+        return;
+    };
+    let mut ipc = Vec::new();
+    PublishRef {
+        request_id: 1,
+        mode: PublishMode::Async,
+        timeout_ms: 0,
+        timestamp_ms: 0,
+        topic: "md.x",
+        key: b"k",
+        value: b"value",
+    }
+    .emit_to_vec(&mut ipc)
+    .unwrap();
+    Request::Ping { nonce: 7 }.emit_to_vec(&mut ipc).unwrap();
+    let mut all = seeds();
+    all.push(ipc);
+    all.push(vec![1, 0, 0, 0]);
+    for target in [
+        "frame_parse",
+        "body_parse",
+        "records",
+        "auth_verify",
+        "ipc_frames",
+        "netconf",
+        "pcap_decode",
+        "log_read",
+    ] {
+        let d = Path::new(&dir).join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        for (i, s) in all.iter().enumerate() {
+            std::fs::write(d.join(format!("seed-{i}")), s).unwrap();
+        }
+    }
+}
