@@ -80,7 +80,9 @@ fsync = "interval"
 
 TOML
   case $kind in
-    multicast) printf '[group.g]\nkind = "multicast"\naddress = "239.255.231.7:7400"\ninterface = "%s"\nttl = 1\n' "$NET.$i" ;;
+    # One daemon per host: nothing on the sender's host needs its own
+    # multicast, and the looped-back copy would double its kernel work.
+    multicast) printf '[group.g]\nkind = "multicast"\naddress = "239.255.231.7:7400"\ninterface = "%s"\nttl = 1\nloopback = false\n' "$NET.$i" ;;
     broadcast) printf '[group.g]\nkind = "broadcast"\naddress = "%s.255:7401"\n' "$NET" ;;
     unicast)   printf '[group.g]\nkind = "unicast"\nport = 7402\npeers = ["%s.1:7402", "%s.2:7402"]\n' "$NET" "$NET" ;;
   esac

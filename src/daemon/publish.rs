@@ -33,6 +33,13 @@ const STALLED_MAX: usize = 4 << 20;
 /// Payload bytes of waiting records kept in memory (all groups); beyond
 /// it, waiting records are read back from the log.
 pub(super) const STALLED_PAYLOAD_MAX_BYTES: usize = 64 << 20;
+/// Waiting payload bytes at which the daemon stops reading publishing
+/// clients, and below which it starts again. Reading on while the window is
+/// shut would only move records from the client's socket into the log and
+/// read them back one by one later; pausing first keeps a fast one-way
+/// publisher in memory and the spill above for several publishers at once.
+const PAUSE_PUBLISHERS_AT_BYTES: usize = STALLED_PAYLOAD_MAX_BYTES / 2;
+const RESUME_PUBLISHERS_AT_BYTES: usize = STALLED_PAYLOAD_MAX_BYTES / 8;
 
 /// A record already in the log, waiting for the flow window to send it.
 pub(super) struct Stalled {
@@ -351,6 +358,19 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Pauses reading publishing clients while the flow-control backlog is
+    /// large, and resumes (taking what they sent meanwhile) once it drained.
+    pub(super) fn pace_publishers(&mut self) {
+        let waiting = self.loop_state.stalled_payload_bytes;
+        let pause = if self.ipc.is_paused() {
+            waiting > RESUME_PUBLISHERS_AT_BYTES
+        } else {
+            waiting > PAUSE_PUBLISHERS_AT_BYTES
+        };
+        let requests = &mut self.loop_state.requests;
+        self.ipc.set_paused(self.poll.registry(), pause, requests);
     }
 
     /// Answers every sync publish of `group` up to `ticket`.
