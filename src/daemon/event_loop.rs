@@ -317,7 +317,7 @@ impl Daemon {
             while bytes < PUBLISH_RUN_BYTES {
                 let same_topic = match (iter.peek(), run.first()) {
                     (Some((_, Request::Publish(next))), Some((_, first))) => {
-                        next.topic == first.topic
+                        Arc::ptr_eq(&next.topic, &first.topic) || next.topic == first.topic
                     }
                     _ => false,
                 };
@@ -706,6 +706,7 @@ impl Daemon {
             return;
         }
         let name = self.loop_state.names.get(&source).cloned();
+        let mut fresh = Vec::with_capacity(run.len());
         for d in run {
             if d.offset < next {
                 self.stats.records_duplicate += 1;
@@ -713,25 +714,31 @@ impl Daemon {
             }
             next = d.offset.next();
             self.stats.records_stored += 1;
-            self.subs.on_record(
-                &mut self.ipc,
-                &mut self.log,
-                topic,
-                source,
-                name.as_deref(),
-                d.offset,
-                d.timestamp_ms,
-                &d.key,
-                &d.value,
-            );
+            fresh.push(RecordRepr {
+                topic: TopicId(0),
+                offset: d.offset,
+                timestamp_ms: d.timestamp_ms,
+                key: &d.key,
+                value: &d.value,
+            });
+        }
+        self.subs.on_records(
+            &mut self.ipc,
+            &mut self.log,
+            topic,
+            source,
+            name.as_deref(),
+            &fresh,
+        );
+        for d in &fresh {
             self.group_record(
                 topic,
                 source,
                 name.as_deref(),
                 d.offset,
                 d.timestamp_ms,
-                &d.key,
-                &d.value,
+                d.key,
+                d.value,
             );
         }
     }
@@ -785,16 +792,13 @@ impl Daemon {
         }
         self.stats.records_stored += 1;
         let name = self.loop_state.names.get(&source).cloned();
-        self.subs.on_record(
+        self.subs.on_records(
             &mut self.ipc,
             &mut self.log,
             topic,
             source,
             name.as_deref(),
-            offset,
-            timestamp_ms,
-            key,
-            value,
+            &[record],
         );
         self.group_record(
             topic,

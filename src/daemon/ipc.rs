@@ -101,6 +101,8 @@ struct Conn {
     /// flow-control backlog is too large.
     publishes: bool,
     in_deferred: bool,
+    /// Topic of the last PUBLISH, shared by the next ones to it.
+    last_topic: Option<std::sync::Arc<str>>,
 }
 
 impl IpcServer {
@@ -316,6 +318,7 @@ impl IpcServer {
                         is_broken: false,
                         publishes: false,
                         in_deferred: false,
+                        last_topic: None,
                     };
                     if id == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -366,7 +369,7 @@ impl IpcServer {
                     budget = budget.saturating_sub(n);
                     self.stats.bytes_received += n as u64;
                     let before = out.len();
-                    let decoded = decode_frames(id, &mut conn.rbuf, out, &mut self.stats);
+                    let decoded = decode_frames(id, conn, out, &mut self.stats);
                     if !conn.publishes {
                         conn.publishes = out[before..]
                             .iter()
@@ -530,14 +533,15 @@ impl Conn {
 /// frames before it are kept in `out` and the error is returned.
 fn decode_frames(
     id: ConnId,
-    rbuf: &mut BytesMut,
+    conn: &mut Conn,
     out: &mut Vec<(ConnId, Request)>,
     stats: &mut IpcStats,
 ) -> crate::wire::Result<()> {
     let mut largest = 0;
+    let rbuf = &mut conn.rbuf;
     while let Some(frame) = take_frame(rbuf)? {
         largest = largest.max(frame.len());
-        let request = Request::parse(&frame)?;
+        let request = Request::parse_interning(&frame, &mut conn.last_topic)?;
         if matches!(request, Request::Disconnected) {
             // Unreachable from the wire (parse never yields it); kept as a
             // guard so a client can never fake a disconnect.
