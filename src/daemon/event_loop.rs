@@ -111,6 +111,9 @@ pub(super) struct LoopState {
     pub(super) stalled: HashMap<GroupId, VecDeque<Stalled>>,
     /// Payload bytes held by `stalled` (see `publish.rs`).
     pub(super) stalled_payload_bytes: usize,
+    /// No sync record in `stalled` has a deadline before this (it may be
+    /// earlier than the real earliest: a scan then finds none and moves it).
+    pub(super) stalled_sync_deadline: Option<Instant>,
     /// Events drained from the node, reused between rounds.
     events: Vec<Event>,
     /// Sync publishes per group by ticket; a ticket that was stalled gets
