@@ -206,7 +206,7 @@ impl Daemon {
         if ls.listen_readable
             || !ls.requests.is_empty()
             || ls.group_readable.iter().any(|r| *r)
-            || self.subs.is_lagging()
+            || self.subs.is_lagging(&self.ipc)
             || self.group_members.is_lagging()
         {
             return Duration::ZERO;

@@ -191,8 +191,13 @@ impl Subscriptions {
     }
 
     /// Whether some subscription may have records to read from the log.
-    pub fn is_lagging(&self) -> bool {
-        self.subs.iter().any(|s| s.lagging)
+    /// Whether a subscriber is behind and its connection can take more now.
+    /// One whose output is full does not count: spinning would not help it,
+    /// and its connection's WRITABLE event wakes the loop when it drains.
+    pub fn is_lagging(&self, ipc: &IpcServer) -> bool {
+        self.subs
+            .iter()
+            .any(|s| s.lagging && ipc.backlog(s.conn) < BACKLOG_LIMIT)
     }
 
     /// A run of records of one (topic, source) just written to the log, in
