@@ -164,3 +164,169 @@ fn a_burst_that_overruns_a_small_receive_buffer_is_repaired_and_delivered_once()
     assert!(naks > 0, "losses were not repaired by NAK");
     daemons.clear();
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped (also on panic).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("create mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Writes `name` until the file system is full; returns the bytes written.
+    fn fill(&self, name: &str) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path.join(name)).expect("create filler");
+        let chunk = vec![0u8; 4096];
+        let mut written = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filler: {e}");
+                    break;
+                }
+            }
+        }
+        written
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let done = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !done {
+            // Something still holds it open: detach it now, it goes when freed.
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+#[test]
+fn a_receiver_whose_disk_fills_reports_it_serves_what_it_has_and_catches_up_when_space_returns() {
+    let Some(lan) = Lan::new_or_skip(2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Dropped in reverse order: daemons, then the mount, then the dir.
+    let disk = Tmpfs::mount(&dir.path().join("h2-data"), "4m");
+    let mut daemons = vec![
+        DaemonProc::start(Some(&lan), 1, "h1", &netconf(&lan, 1, ""), dir.path()),
+        DaemonProc::start(Some(&lan), 2, "h2", &netconf(&lan, 2, ""), dir.path()),
+    ];
+    assert_eq!(daemons[1].data_dir, disk.path);
+    let source = node_id_of(&daemons[0]);
+    let (topic, pad) = ("disk.full", 1_000);
+    let (before_full, total) = (500u64, 3_000u64);
+    let mut sub = subscribe_all(&daemons[1]);
+    let mut p = daemons[0].client();
+    publish_range(&mut p, topic, 0, before_full, pad);
+    let mut got = collect(&mut sub, before_full as usize, Duration::from_secs(10));
+    assert_eq!(got.len() as u64, before_full, "h2 before the disk filled");
+
+    let filler = disk.fill("filler");
+    publish_range(&mut p, topic, before_full, total, pad);
+    wait_for(Duration::from_secs(10), "h2 to refuse records", || {
+        stat(&daemons[1], "daemon", "records_unstored") > 0
+    });
+
+    // It says so: counters in `castlog stats --json`, and a log line.
+    let out = Command::new(env!("CARGO_BIN_EXE_castlog"))
+        .arg("--socket")
+        .arg(&daemons[1].socket)
+        .args(["stats", "--json"])
+        .output()
+        .expect("run castlog stats");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
+    assert!(
+        stats["daemon"]["logs_stalled"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    assert!(stats["daemon"]["log_errors"].as_u64() >= Some(1), "{stats}");
+    assert!(
+        stats["log"]["appends_failed"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    let log = std::fs::read_to_string(&daemons[1].log).expect("h2 log");
+    assert!(
+        log.contains("log refused received records") && log.contains("disk full"),
+        "{log}"
+    );
+
+    // It serves what it has: the live subscriber has a gapless prefix, and a
+    // new one replays the same prefix from the log.
+    got.extend(collect(
+        &mut sub,
+        total as usize,
+        Duration::from_millis(500),
+    ));
+    let stored = got.len() as u64;
+    assert!(stored < total, "every record fit, the disk never filled");
+    assert_exactly(&got, topic, source, stored, pad, "h2 while full");
+    let mut late = subscribe_all(&daemons[1]);
+    let replayed = collect(&mut late, stored as usize, Duration::from_secs(5));
+    assert_exactly(
+        &replayed,
+        topic,
+        source,
+        stored,
+        pad,
+        "h2 replay while full",
+    );
+
+    // Space returns: it fetches what it refused, none twice.
+    std::fs::remove_file(disk.path.join("filler")).expect("remove filler");
+    let started = Instant::now();
+    got.extend(collect(
+        &mut sub,
+        (total - stored) as usize,
+        Duration::from_secs(10),
+    ));
+    eprintln!(
+        "filler_bytes={filler} stored_while_full={stored} caught_up_in={:?} unstored={} refills={}",
+        started.elapsed(),
+        stat(&daemons[1], "daemon", "records_unstored"),
+        stat(&daemons[1], "daemon", "log_refills_started"),
+    );
+    assert_exactly(&got, topic, source, total, pad, "h2 after space returned");
+    assert!(
+        collect(&mut sub, 1, Duration::from_millis(300)).is_empty(),
+        "a record was delivered twice"
+    );
+    let mut fresh = subscribe_all(&daemons[1]);
+    let all = collect(&mut fresh, total as usize + 1, Duration::from_secs(2));
+    assert_exactly(
+        &all,
+        topic,
+        source,
+        total,
+        pad,
+        "h2 log after space returned",
+    );
+    daemons.clear();
+    drop(disk);
+}

@@ -664,13 +664,17 @@ impl Daemon {
             }
             return;
         }
+        let Some(first) = run.first().map(|d| d.offset) else {
+            return;
+        };
+        if self.is_stalled(topic, source) {
+            self.stats.records_unstored += run.len() as u64;
+            return;
+        }
         let log = match self.log.log(topic, source) {
             Ok(log) => log,
             Err(e) => {
-                self.stats.log_errors += 1;
-                ::log::error!(
-                    "cannot open log for received records topic={topic} source={source} error={e}"
-                );
+                self.log_refused(topic, source, first, run.len(), &e);
                 return;
             }
         };
@@ -686,11 +690,7 @@ impl Daemon {
             value: &d.value,
         });
         if let Err(e) = log.append_replica_batch(clock::wall_ms(), records) {
-            self.stats.log_errors += 1;
-            ::log::error!(
-                "cannot store received records topic={topic} source={source} records={} error={e}",
-                run.len()
-            );
+            self.log_refused(topic, source, next.max(first), run.len(), &e);
             return;
         }
         let name = self.loop_state.names.get(&source).cloned();
@@ -738,6 +738,10 @@ impl Daemon {
         if self.replay_holds(topic, source, offset, timestamp_ms, key, value) {
             return;
         }
+        if self.is_stalled(topic, source) {
+            self.stats.records_unstored += 1;
+            return;
+        }
         let record = RecordRepr {
             topic: TopicId(0),
             offset,
@@ -764,10 +768,7 @@ impl Daemon {
             }
             Ok(Appended::Stored(_)) => {}
             Err(e) => {
-                self.stats.log_errors += 1;
-                ::log::error!(
-                    "cannot store received record topic={topic} source={source} offset={offset} error={e}"
-                );
+                self.log_refused(topic, source, offset, 1, &e);
                 return;
             }
         }
@@ -796,6 +797,7 @@ impl Daemon {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.retry_stalled(now);
         let ls = &mut self.loop_state;
         if ls.next_log_flush.is_none_or(|t| t <= now) {
             ls.next_log_flush = Some(now + LOG_FLUSH_EVERY);
