@@ -330,3 +330,71 @@ fn a_receiver_whose_disk_fills_reports_it_serves_what_it_has_and_catches_up_when
     daemons.clear();
     drop(disk);
 }
+
+#[test]
+fn the_only_node_serving_a_replay_killed_and_restarted_mid_replay_lets_it_resume_without_loss_or_duplicates(
+) {
+    serving_node_restarts_mid_replay(Duration::ZERO);
+}
+
+/// Down longer than a replay keeps asking (25 tries 200ms apart): the
+/// replay gives up, and the restarted node's topic advertisement starts it
+/// again from where the log ends.
+#[test]
+fn a_replay_whose_only_server_stays_down_past_its_retries_resumes_when_the_server_returns() {
+    serving_node_restarts_mid_replay(Duration::from_secs(6));
+}
+
+/// A late joiner (h2) replays a log only h1 holds; h1 is killed with
+/// SIGKILL mid-replay and started again (same data dir) after `down`.
+fn serving_node_restarts_mid_replay(down: Duration) {
+    let Some(lan) = Lan::new_or_skip(2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemons = vec![DaemonProc::start(
+        Some(&lan),
+        1,
+        "h1",
+        &netconf(&lan, 1, ""),
+        dir.path(),
+    )];
+    let source = node_id_of(&daemons[0]);
+    // Large enough that the replay is still running when the server dies.
+    let (topic, n, pad) = ("replay.serving", 20_000u64, 1_000);
+    let mut p = daemons[0].client();
+    publish_range(&mut p, topic, 0, n, pad);
+    drop(p);
+    daemons.push(DaemonProc::start(
+        Some(&lan),
+        2,
+        "h2",
+        &netconf(&lan, 2, ""),
+        dir.path(),
+    ));
+    let mut sub = subscribe_all(&daemons[1]);
+    wait_for(Duration::from_secs(10), "h2's replay to start", || {
+        stat(&daemons[1], "daemon", "records_replayed") > 0
+    });
+    daemons[0].kill9();
+    let at_kill = stat(&daemons[1], "daemon", "records_replayed");
+    assert!(at_kill < n, "the replay ended before the kill: {at_kill}");
+    std::thread::sleep(down);
+    daemons[0].restart(Some(&lan));
+    let started = Instant::now();
+    let got = collect(&mut sub, n as usize, Duration::from_secs(15));
+    eprintln!(
+        "down={down:?} replayed_at_kill={at_kill} resumed_and_done_in={:?} replays_started={}",
+        started.elapsed(),
+        stat(&daemons[1], "daemon", "replays_started")
+    );
+    assert_exactly(&got, topic, source, n, pad, "h2 subscriber");
+    assert!(
+        collect(&mut sub, 1, Duration::from_millis(300)).is_empty(),
+        "a record was delivered twice"
+    );
+    let mut fresh = subscribe_all(&daemons[1]);
+    let all = collect(&mut fresh, n as usize + 1, Duration::from_secs(2));
+    assert_exactly(&all, topic, source, n, pad, "h2 log");
+    daemons.clear();
+}

@@ -527,6 +527,7 @@ impl Daemon {
                 );
                 self.loop_state.sources.insert(source, addr);
                 self.loop_state.peers.insert(source, addr);
+                self.retry_unanswered(now);
             }
             Event::SourceDown {
                 group,
@@ -555,6 +556,7 @@ impl Daemon {
                     self.group_name(group)
                 );
                 self.loop_state.peers.insert(receiver, addr);
+                self.retry_unanswered(now);
             }
             Event::ReceiverDown { group, receiver } => ::log::info!(
                 "receiver down group={} receiver={receiver}",
@@ -583,6 +585,9 @@ impl Daemon {
                     self.loop_state.peers.remove(&node);
                 } else {
                     self.loop_state.peers.insert(node, addr);
+                    if !known {
+                        self.retry_unanswered(now);
+                    }
                 }
             }
             Event::ReplayRead(serve) => self.serve_replay(now, &serve),

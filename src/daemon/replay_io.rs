@@ -18,7 +18,7 @@
 //! backoff a fill from the log's end fetches them again from the source (or
 //! any holder) until the disk takes them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,9 @@ pub(super) struct Replays {
     filling: HashMap<(Arc<str>, NodeId), Filling>,
     /// Logs that refused records, until a fill after the refusal ends.
     stalled: HashMap<(Arc<str>, NodeId), Stall>,
+    /// Logs whose last fill no node answered: filled again when a node
+    /// comes up.
+    unanswered: HashSet<(Arc<str>, NodeId)>,
 }
 
 /// A log that refused records: nothing of it is appended until a fill
@@ -405,7 +408,34 @@ impl Daemon {
                     }
                 }
             }
-            _ => self.finish_fill(id),
+            _ => {
+                // Nobody answered: nobody said the range is gone either. A
+                // restarted source advertises no topic until it publishes
+                // again, so nothing else would start this fill again; a
+                // node coming up does (see `retry_unanswered`).
+                if outcome == ReplayOutcome::TimedOut {
+                    ::log::info!(
+                        "replay unanswered, waiting for a holder topic={topic} source={source}"
+                    );
+                    self.replays.unanswered.insert(key);
+                }
+                self.finish_fill(id);
+            }
+        }
+    }
+
+    /// A node came up (a source, a receiver, an announced peer): it may
+    /// hold what an unanswered replay asked for, so ask again from where
+    /// each of those logs ends.
+    pub(super) fn retry_unanswered(&mut self, now: Instant) {
+        if self.replays.unanswered.is_empty() {
+            return;
+        }
+        for (topic, source) in std::mem::take(&mut self.replays.unanswered) {
+            let Ok(from) = self.log.log(&topic, source).map(|l| l.next_offset()) else {
+                continue;
+            };
+            self.start_fill(now, source, &topic, from);
         }
     }
 
