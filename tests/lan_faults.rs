@@ -398,3 +398,142 @@ fn serving_node_restarts_mid_replay(down: Duration) {
     assert_exactly(&all, topic, source, n, pad, "h2 log");
     daemons.clear();
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Valid frames (right magic, lengths and CRC) from made-up nodes and
+/// sessions: a DATA frame with one record at a small sequence number (so a
+/// receiver would start tracking the session and its missing start), or a
+/// NAK for a session of `victim` (unknown, so it can only be refused).
+fn forged_frame(x: &mut u64, victim: castlog::wire::NodeId) -> (bool, Vec<u8>) {
+    use castlog::wire::{
+        Body, DataPayload, DataRepr, Flags, FrameRepr, NakRepr, NodeId, Offset, RecordRepr, Seq,
+        SeqRange, SessionId, TopicId,
+    };
+    let mut next = || {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    };
+    let node = NodeId(next());
+    let session = SessionId(next() as u32);
+    let r = next();
+    if r % 4 == 0 {
+        let nak = NakRepr {
+            source: victim,
+            ranges: vec![SeqRange {
+                start: Seq(0),
+                end: Seq(1 + r % 64),
+            }],
+        };
+        let frame = FrameRepr::new(node, session, Flags::default(), Body::Nak(nak));
+        return (false, frame.to_vec().expect("emit nak"));
+    }
+    let value = [b'f'; 100];
+    let record = RecordRepr {
+        topic: TopicId(1),
+        offset: Offset(r % 1000),
+        timestamp_ms: 0,
+        key: b"",
+        value: &value,
+    };
+    let mut bytes = vec![0u8; record.buffer_len()];
+    record.emit(&mut bytes).expect("emit record");
+    let data = DataRepr {
+        seq: Seq(1 + r % 100),
+        payload: DataPayload::Records {
+            count: 1,
+            bytes: &bytes,
+        },
+    };
+    let frame = FrameRepr::new(node, session, Flags::default(), Body::Data(data));
+    (true, frame.to_vec().expect("emit data"))
+}
+
+#[test]
+fn a_flood_of_valid_frames_from_unknown_sources_keeps_memory_bounded_and_delivery_going() {
+    let Some(lan) = Lan::new_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemons: Vec<DaemonProc> = (1..=2)
+        .map(|i| {
+            DaemonProc::start(
+                Some(&lan),
+                i,
+                &format!("h{i}"),
+                &netconf(&lan, i, ""),
+                dir.path(),
+            )
+        })
+        .collect();
+    let victim = castlog::wire::NodeId(node_id_of(&daemons[1]).0);
+    let source = node_id_of(&daemons[0]);
+    let mut sub = subscribe_all(&daemons[1]);
+    let pid = daemons[1].pid().expect("h2 pid");
+    let rss_before = rss_kib(pid);
+    let target = lan.addr(2);
+    let flood = Duration::from_secs(3);
+    let flooder = lan
+        .in_host(3, move || {
+            std::thread::spawn(move || {
+                let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+                let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+                let until = Instant::now() + flood;
+                let mut sent = 0u64;
+                while Instant::now() < until {
+                    let (to_group, frame) = forged_frame(&mut x, victim);
+                    let dest = if to_group {
+                        std::net::SocketAddr::from(([239, 255, 42, 1], common::GROUP_PORT))
+                    } else {
+                        std::net::SocketAddr::from((target, common::LISTEN_PORT))
+                    };
+                    if sock.send_to(&frame, dest).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        })
+        .expect("enter host 3");
+    let (topic, n, pad) = ("real.stream", 5_000u64, 100);
+    let mut p = daemons[0].client();
+    publish_range(&mut p, topic, 0, n, pad);
+    let sent = flooder.join().expect("flooder");
+    let got = collect(&mut sub, n as usize, Duration::from_secs(15));
+    let rss_after = rss_kib(pid);
+    let stats = stats_of(&daemons[1]);
+    eprintln!(
+        "forged_sent={sent} rss_before_kib={rss_before} rss_after_kib={rss_after} sources_up={} sessions_refused={} unknown_dropped={}",
+        stats["proto"]["sources_up"], stats["proto"]["sessions_refused"], stats["proto"]["datagrams_unknown_dropped"]
+    );
+    assert_exactly(&got, topic, source, n, pad, "h2 during the flood");
+    assert!(
+        stats["proto"]["datagrams_unknown_dropped"].as_u64() > Some(0),
+        "forged NAKs were not counted: {stats}"
+    );
+    let refused = stats["proto"]["sessions_refused"].as_u64().unwrap_or(0);
+    let tracked = stats["proto"]["sources_up"].as_u64().unwrap_or(0);
+    assert!(refused > 0, "the session limit never refused one: {stats}");
+    assert!(
+        tracked <= castlog::proto::MAX_RECEIVERS as u64 + 1,
+        "more sessions than the limit were taken: {tracked}"
+    );
+    // Before the limit, 15k made-up sessions took 60 MiB (and the loop
+    // so long over their timers that `stats` timed out).
+    assert!(
+        rss_after.saturating_sub(rss_before) < 32 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    drop(daemons);
+}
