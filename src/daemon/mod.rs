@@ -129,8 +129,21 @@ impl Daemon {
         })?;
 
         let poll = Poll::new().map_err(Error::Poll)?;
-        let offload = sockets::detect_offload();
-        ::log::info!("udp offload gso={} gro={}", offload.gso, offload.gro);
+        let detected = sockets::detect_offload();
+        // netconf `gso = false` on any group switches the offloads off for
+        // the listen socket, which sends for every group.
+        let all_want_gso = netconf.groups.iter().all(|g| g.gso);
+        let offload = sockets::Offload {
+            gso: detected.gso && all_want_gso,
+            gro: detected.gro && all_want_gso,
+        };
+        ::log::info!(
+            "udp offload kernel_gso={} kernel_gro={} gso={} gro={}",
+            detected.gso,
+            detected.gro,
+            offload.gso,
+            offload.gro
+        );
 
         let listen_buffers =
             netconf
@@ -146,6 +159,9 @@ impl Daemon {
             listen_buffers,
             multicast_send(&netconf),
         )?;
+        if offload.gro {
+            sockets::enable_gro(&listen.socket);
+        }
         poll.registry()
             .register(&mut listen.socket, LISTEN_TOKEN, mio::Interest::READABLE)
             .map_err(Error::Poll)?;
@@ -171,6 +187,9 @@ impl Daemon {
                 None => None,
             };
             let mut opened = sockets::open_group(bind, buffer_sizes(g))?;
+            if detected.gro && g.gso {
+                sockets::enable_gro(&opened.socket);
+            }
             poll.registry()
                 .register(
                     &mut opened.socket,
@@ -234,7 +253,7 @@ impl Daemon {
             listen_addr: listen.local_addr,
             groups,
             routes: HashMap::new(),
-            tx: TxQueue::new(),
+            tx: TxQueue::new(offload.gso),
             ipc,
             log,
             subs: Subscriptions::open(&data_dir),

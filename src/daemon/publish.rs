@@ -22,7 +22,7 @@ use super::{clock, Daemon};
 use crate::log::NewRecord;
 use crate::proto::{GroupId, PublishError, Ticket};
 use crate::wire::ipc::{Failure, FailureKind, Publish, PublishMode};
-use crate::wire::Offset;
+use crate::wire::{Offset, RecordRepr, TopicId};
 
 /// Sync publish timeout when the client sends 0.
 const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +33,13 @@ const STALLED_MAX: usize = 4 << 20;
 /// Payload bytes of waiting records kept in memory (all groups); beyond
 /// it, waiting records are read back from the log.
 pub(super) const STALLED_PAYLOAD_MAX_BYTES: usize = 64 << 20;
+/// Waiting payload bytes at which the daemon stops reading publishing
+/// clients, and below which it starts again. Reading on while the window is
+/// shut would only move records from the client's socket into the log and
+/// read them back one by one later; pausing first keeps a fast one-way
+/// publisher in memory and the spill above for several publishers at once.
+const PAUSE_PUBLISHERS_AT_BYTES: usize = STALLED_PAYLOAD_MAX_BYTES / 2;
+const RESUME_PUBLISHERS_AT_BYTES: usize = STALLED_PAYLOAD_MAX_BYTES / 8;
 
 /// A record already in the log, waiting for the flow window to send it.
 pub(super) struct Stalled {
@@ -152,32 +159,44 @@ impl Daemon {
                 return refuse(self, &run, FailureKind::Log, e.to_string());
             }
         };
-        let topic: Arc<str> = Arc::from(topic_name.as_str());
+        let topic: Arc<str> = topic_name.clone();
         let name = self.name.clone();
-        for (k, ((conn, p), timestamp_ms)) in run.into_iter().zip(timestamps).enumerate() {
-            let offset = Offset(first.0 + k as u64);
-            self.stats.records_published += 1;
-            // Local subscribers see our own records too.
-            self.subs.on_record(
-                &mut self.ipc,
-                &mut self.log,
-                &topic,
-                self.node_id,
-                Some(&name),
-                offset,
-                timestamp_ms,
-                &p.key,
-                &p.value,
-            );
+        self.stats.records_published += run.len() as u64;
+        // Local subscribers see our own records too.
+        let reprs: Vec<RecordRepr<'_>> = run
+            .iter()
+            .zip(&timestamps)
+            .enumerate()
+            .map(|(k, ((_, p), ts))| RecordRepr {
+                topic: TopicId(0),
+                offset: Offset(first.0 + k as u64),
+                timestamp_ms: *ts,
+                key: &p.key,
+                value: &p.value,
+            })
+            .collect();
+        self.subs.on_records(
+            &mut self.ipc,
+            &mut self.log,
+            &topic,
+            self.node_id,
+            Some(&name),
+            &reprs,
+        );
+        for r in &reprs {
             self.group_record(
                 &topic,
                 self.node_id,
                 Some(&name),
-                offset,
-                timestamp_ms,
-                &p.key,
-                &p.value,
+                r.offset,
+                r.timestamp_ms,
+                r.key,
+                r.value,
             );
+        }
+        drop(reprs);
+        for (k, ((conn, p), timestamp_ms)) in run.into_iter().zip(timestamps).enumerate() {
+            let offset = Offset(first.0 + k as u64);
             if p.mode == PublishMode::Async {
                 let request_id = p.request_id;
                 self.ipc
@@ -351,6 +370,19 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Pauses reading publishing clients while the flow-control backlog is
+    /// large, and resumes (taking what they sent meanwhile) once it drained.
+    pub(super) fn pace_publishers(&mut self) {
+        let waiting = self.loop_state.stalled_payload_bytes;
+        let pause = if self.ipc.is_paused() {
+            waiting > RESUME_PUBLISHERS_AT_BYTES
+        } else {
+            waiting > PAUSE_PUBLISHERS_AT_BYTES
+        };
+        let requests = &mut self.loop_state.requests;
+        self.ipc.set_paused(self.poll.registry(), pause, requests);
     }
 
     /// Answers every sync publish of `group` up to `ticket`.

@@ -490,16 +490,13 @@ impl Daemon {
             Ok(Appended::Duplicate) => self.stats.records_duplicate += 1,
             Ok(_) => {
                 self.stats.records_stored += 1;
-                self.subs.on_record(
+                self.subs.on_records(
                     &mut self.ipc,
                     &mut self.log,
                     topic,
                     source,
                     name,
-                    r.offset,
-                    r.timestamp_ms,
-                    r.key,
-                    r.value,
+                    std::slice::from_ref(r),
                 );
             }
             Err(e) => self.log_refused(topic, source, r.offset, 1, &e),
