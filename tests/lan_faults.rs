@@ -421,8 +421,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Valid frames (right magic, lengths and CRC) from made-up nodes and
 /// sessions: a DATA frame with one record at a small sequence number (so a
-/// receiver would start tracking the session and its missing start), or a
-/// NAK for a session of `victim` (unknown, so it can only be refused).
+/// receiver would start tracking the session and its missing start), an
+/// ANNOUNCE join (a new peer), or a NAK for a session of `victim` (unknown,
+/// so it can only be refused). The bool says whether it goes to the group.
 fn forged_frame(x: &mut u64, victim: castlog::wire::NodeId) -> (bool, Vec<u8>) {
     use castlog::wire::{
         Body, DataPayload, DataRepr, Flags, FrameRepr, NakRepr, NodeId, Offset, RecordRepr, Seq,
@@ -437,6 +438,15 @@ fn forged_frame(x: &mut u64, victim: castlog::wire::NodeId) -> (bool, Vec<u8>) {
     let node = NodeId(next());
     let session = SessionId(next() as u32);
     let r = next();
+    if r % 4 == 1 {
+        let announce = castlog::wire::AnnounceRepr {
+            kind: castlog::wire::AnnounceKind::Join,
+            name: "forged",
+            extensions: &[],
+        };
+        let frame = FrameRepr::new(node, session, Flags::default(), Body::Announce(announce));
+        return (true, frame.to_vec().expect("emit announce"));
+    }
     if r % 4 == 0 {
         let nak = NakRepr {
             source: victim,
@@ -523,13 +533,18 @@ fn a_flood_of_valid_frames_from_unknown_sources_keeps_memory_bounded_and_deliver
     let rss_after = rss_kib(pid);
     let stats = stats_of(&daemons[1]);
     eprintln!(
-        "forged_sent={sent} rss_before_kib={rss_before} rss_after_kib={rss_after} sources_up={} sessions_refused={} unknown_dropped={}",
+        "forged_sent={sent} rss_before_kib={rss_before} rss_after_kib={rss_after} peers_refused={} sources_up={} sessions_refused={} unknown_dropped={}",
+        stats["daemon"]["peers_refused"],
         stats["proto"]["sources_up"], stats["proto"]["sessions_refused"], stats["proto"]["datagrams_unknown_dropped"]
     );
     assert_exactly(&got, topic, source, n, pad, "h2 during the flood");
     assert!(
         stats["proto"]["datagrams_unknown_dropped"].as_u64() > Some(0),
         "forged NAKs were not counted: {stats}"
+    );
+    assert!(
+        stats["daemon"]["peers_refused"].as_u64() > Some(0),
+        "forged announcements filled no table: {stats}"
     );
     let refused = stats["proto"]["sessions_refused"].as_u64().unwrap_or(0);
     let tracked = stats["proto"]["sources_up"].as_u64().unwrap_or(0);

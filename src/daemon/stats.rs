@@ -69,6 +69,9 @@ pub struct Stats {
     pub logs_stalled: u64,
     /// Fills started to fetch again what a refusing log dropped.
     pub log_refills_started: u64,
+    /// New peers not remembered because the peer table was full of peers
+    /// heard recently (a flood of announcements from made-up nodes).
+    pub peers_refused: u64,
 }
 
 impl Daemon {
