@@ -408,6 +408,15 @@ impl Daemon {
                     }
                 }
             }
+            // A stalled log's records are held by its source, which did not
+            // serve them this time: try again on the stall's schedule rather
+            // than append the held records past a hole.
+            _ if !matches!(outcome, ReplayOutcome::Complete { .. })
+                && self.replays.stalled.contains_key(&key) =>
+            {
+                self.replays.by_id.remove(&id);
+                self.replays.filling.remove(&key);
+            }
             _ => {
                 // Nobody answered: nobody said the range is gone either. A
                 // restarted source advertises no topic until it publishes
