@@ -307,9 +307,12 @@ fn a_receiver_whose_disk_fills_reports_it_serves_what_it_has_and_catches_up_when
         "h2 replay while full",
     );
 
-    // Space returns: it fetches what it refused, none twice.
+    // Space returns while the stream goes on: it fetches what it refused,
+    // takes the new records too, none twice.
     std::fs::remove_file(disk.path.join("filler")).expect("remove filler");
     let started = Instant::now();
+    let (full_total, total) = (total, total + 500);
+    publish_range(&mut p, topic, full_total, total, pad);
     got.extend(collect(
         &mut sub,
         (total - stored) as usize,
