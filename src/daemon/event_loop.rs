@@ -116,6 +116,9 @@ pub(super) struct LoopState {
     pub(super) stalled: HashMap<GroupId, VecDeque<Stalled>>,
     /// Payload bytes held by `stalled` (see `publish.rs`).
     pub(super) stalled_payload_bytes: usize,
+    /// No sync record in `stalled` has a deadline before this (it may be
+    /// earlier than the real earliest: a scan then finds none and moves it).
+    pub(super) stalled_sync_deadline: Option<Instant>,
     /// Events drained from the node, reused between rounds.
     events: Vec<Event>,
     /// Sync publishes per group by ticket; a ticket that was stalled gets
@@ -661,7 +664,8 @@ impl Daemon {
                 ..
             }) = iter.peek()
             {
-                if *s != source || *t != topic {
+                // Deliveries of one datagram share the topic's Arc.
+                if *s != source || !(Arc::ptr_eq(t, &topic) || *t == topic) {
                     break;
                 }
                 if let Some(Event::Deliver {

@@ -38,8 +38,13 @@ pub(super) const STALLED_PAYLOAD_MAX_BYTES: usize = 64 << 20;
 /// shut would only move records from the client's socket into the log and
 /// read them back one by one later; pausing first keeps a fast one-way
 /// publisher in memory and the spill above for several publishers at once.
-const PAUSE_PUBLISHERS_AT_BYTES: usize = STALLED_PAYLOAD_MAX_BYTES / 2;
-const RESUME_PUBLISHERS_AT_BYTES: usize = STALLED_PAYLOAD_MAX_BYTES / 8;
+/// Small, because a waiting record costs a queue entry and a second pass,
+/// and the client's socket buffer holds the rest for free.
+const PAUSE_PUBLISHERS_AT_BYTES: usize = 4 << 20;
+const RESUME_PUBLISHERS_AT_BYTES: usize = 1 << 20;
+/// The same in records, for small records.
+const PAUSE_PUBLISHERS_AT_RECORDS: usize = 16 << 10;
+const RESUME_PUBLISHERS_AT_RECORDS: usize = 4 << 10;
 
 /// A record already in the log, waiting for the flow window to send it.
 pub(super) struct Stalled {
@@ -242,6 +247,12 @@ impl Daemon {
             self.stats.publishes_spilled += 1;
         }
         ls.stalled_payload_bytes += r.payload_len();
+        if let Some((_, _, PublishMode::Sync, deadline)) = r.reply {
+            ls.stalled_sync_deadline = Some(
+                ls.stalled_sync_deadline
+                    .map_or(deadline, |d| d.min(deadline)),
+            );
+        }
         let q = ls.stalled.entry(group).or_default();
         if front {
             q.push_front(r);
@@ -375,11 +386,12 @@ impl Daemon {
     /// Pauses reading publishing clients while the flow-control backlog is
     /// large, and resumes (taking what they sent meanwhile) once it drained.
     pub(super) fn pace_publishers(&mut self) {
-        let waiting = self.loop_state.stalled_payload_bytes;
+        let bytes = self.loop_state.stalled_payload_bytes;
+        let records: usize = self.loop_state.stalled.values().map(VecDeque::len).sum();
         let pause = if self.ipc.is_paused() {
-            waiting > RESUME_PUBLISHERS_AT_BYTES
+            bytes > RESUME_PUBLISHERS_AT_BYTES || records > RESUME_PUBLISHERS_AT_RECORDS
         } else {
-            waiting > PAUSE_PUBLISHERS_AT_BYTES
+            bytes > PAUSE_PUBLISHERS_AT_BYTES || records > PAUSE_PUBLISHERS_AT_RECORDS
         };
         let requests = &mut self.loop_state.requests;
         self.ipc.set_paused(self.poll.registry(), pause, requests);
@@ -452,30 +464,43 @@ impl Daemon {
             );
         }
         // Stalled sync records whose deadline passed before they were even
-        // sent: answer now, keep the record (it is in the log).
+        // sent: answer now, keep the record (it is in the log). Scanned only
+        // once the earliest such deadline passed: a fast one-way publisher
+        // can have a million records waiting, and this runs every round.
+        if self
+            .loop_state
+            .stalled_sync_deadline
+            .is_none_or(|d| d > now)
+        {
+            return;
+        }
+        let mut earliest: Option<Instant> = None;
         for q in self.loop_state.stalled.values_mut() {
             for r in q.iter_mut() {
                 if let Some((conn, request_id, PublishMode::Sync, deadline)) = r.reply {
-                    if deadline <= now {
-                        r.reply = None;
-                        self.stats.syncs_timed_out += 1;
-                        let failure = Failure {
-                            kind: FailureKind::Timeout {
-                                waiting_for: Vec::new(),
-                            },
-                            message: "flow control held the record past the timeout".into(),
-                        };
-                        self.ipc.send(
-                            conn,
-                            &Response::PublishFailed {
-                                request_id,
-                                failure,
-                            },
-                        );
+                    if deadline > now {
+                        earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                        continue;
                     }
+                    r.reply = None;
+                    self.stats.syncs_timed_out += 1;
+                    let failure = Failure {
+                        kind: FailureKind::Timeout {
+                            waiting_for: Vec::new(),
+                        },
+                        message: "flow control held the record past the timeout".into(),
+                    };
+                    self.ipc.send(
+                        conn,
+                        &Response::PublishFailed {
+                            request_id,
+                            failure,
+                        },
+                    );
                 }
             }
         }
+        self.loop_state.stalled_sync_deadline = earliest;
     }
 
     /// The earliest sync-publish deadline, for the poll timeout.

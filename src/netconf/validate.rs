@@ -541,10 +541,10 @@ impl Cx<'_> {
             .unwrap_or(ms(500).max(hb_min));
         let nak_delay_max = self
             .opt(t, "nak-delay-max", &duration_in(Duration::ZERO..=secs(10)))
-            .unwrap_or(ms(10));
+            .unwrap_or(ms(2));
         let nak_retry_interval = self
             .opt(t, "nak-retry-interval", &duration_in(ms(1)..=secs(10)))
-            .unwrap_or(ms(50));
+            .unwrap_or(ms(10));
         let nak_max_retries = self
             .opt(t, "nak-max-retries", &int_in(1..=1000))
             .and_then(|n| u32::try_from(n).ok())
