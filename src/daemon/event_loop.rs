@@ -47,6 +47,11 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// and retention is applied.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(50);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
+/// Peers remembered at most (`LoopState::peers`, and their names).
+const MAX_PEERS: usize = 4096;
+/// Shortest time between prunes of a full peer table, and how recently a
+/// peer must have been heard to survive one.
+const PEER_PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// One delivered record, as batched for the log.
 pub(super) struct Delivered {
@@ -129,6 +134,8 @@ pub(super) struct LoopState {
     pub(super) names: HashMap<NodeId, Arc<str>>,
     next_log_flush: Option<Instant>,
     next_retention: Option<Instant>,
+    /// Earliest time `peers` may be pruned again (see `note_peer`).
+    next_peer_prune: Option<Instant>,
 }
 
 impl Daemon {
@@ -546,7 +553,8 @@ impl Daemon {
                     replaced.is_some()
                 );
                 self.loop_state.sources.insert(source, addr);
-                self.loop_state.peers.insert(source, addr);
+                self.note_peer(now, source, addr);
+                self.retry_unanswered(now);
             }
             Event::SourceDown {
                 group,
@@ -574,7 +582,8 @@ impl Daemon {
                     "receiver up group={} receiver={receiver} addr={addr}",
                     self.group_name(group)
                 );
-                self.loop_state.peers.insert(receiver, addr);
+                self.note_peer(now, receiver, addr);
+                self.retry_unanswered(now);
             }
             Event::ReceiverDown { group, receiver } => ::log::info!(
                 "receiver down group={} receiver={receiver}",
@@ -591,18 +600,23 @@ impl Daemon {
                 // Daemons with consumer-group members repeat ANNOUNCE alive
                 // every 500ms: only news is logged.
                 let known = self.loop_state.peers.get(&node) == Some(&addr);
-                if leaving || !known {
-                    ::log::info!(
-                        "peer {} group={} node={node} name={name} addr={addr}",
-                        if leaving { "left" } else { "joined" },
-                        self.group_name(group)
-                    );
-                }
-                self.loop_state.names.insert(node, name);
                 if leaving {
-                    self.loop_state.peers.remove(&node);
-                } else {
-                    self.loop_state.peers.insert(node, addr);
+                    if self.loop_state.peers.remove(&node).is_some() {
+                        ::log::info!(
+                            "peer left group={} node={node} name={name} addr={addr}",
+                            self.group_name(group)
+                        );
+                    }
+                    self.loop_state.names.remove(&node);
+                } else if self.note_peer(now, node, addr) {
+                    self.loop_state.names.insert(node, name.clone());
+                    if !known {
+                        ::log::info!(
+                            "peer joined group={} node={node} name={name} addr={addr}",
+                            self.group_name(group)
+                        );
+                        self.retry_unanswered(now);
+                    }
                 }
             }
             Event::ReplayRead(serve) => self.serve_replay(now, &serve),
@@ -685,13 +699,17 @@ impl Daemon {
             }
             return;
         }
+        let Some(first) = run.first().map(|d| d.offset) else {
+            return;
+        };
+        if self.is_stalled(topic, source) {
+            self.stats.records_unstored += run.len() as u64;
+            return;
+        }
         let log = match self.log.log(topic, source) {
             Ok(log) => log,
             Err(e) => {
-                self.stats.log_errors += 1;
-                ::log::error!(
-                    "cannot open log for received records topic={topic} source={source} error={e}"
-                );
+                self.log_refused(topic, source, first, run.len(), &e);
                 return;
             }
         };
@@ -707,11 +725,7 @@ impl Daemon {
             value: &d.value,
         });
         if let Err(e) = log.append_replica_batch(clock::wall_ms(), records) {
-            self.stats.log_errors += 1;
-            ::log::error!(
-                "cannot store received records topic={topic} source={source} records={} error={e}",
-                run.len()
-            );
+            self.log_refused(topic, source, next.max(first), run.len(), &e);
             return;
         }
         let name = self.loop_state.names.get(&source).cloned();
@@ -766,6 +780,10 @@ impl Daemon {
         if self.replay_holds(topic, source, offset, timestamp_ms, key, value) {
             return;
         }
+        if self.is_stalled(topic, source) {
+            self.stats.records_unstored += 1;
+            return;
+        }
         let record = RecordRepr {
             topic: TopicId(0),
             offset,
@@ -792,10 +810,7 @@ impl Daemon {
             }
             Ok(Appended::Stored(_)) => {}
             Err(e) => {
-                self.stats.log_errors += 1;
-                ::log::error!(
-                    "cannot store received record topic={topic} source={source} offset={offset} error={e}"
-                );
+                self.log_refused(topic, source, offset, 1, &e);
                 return;
             }
         }
@@ -821,6 +836,7 @@ impl Daemon {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.retry_stalled(now);
         let ls = &mut self.loop_state;
         if ls.next_log_flush.is_none_or(|t| t <= now) {
             ls.next_log_flush = Some(now + LOG_FLUSH_EVERY);
@@ -861,6 +877,40 @@ impl Daemon {
         if let Err(e) = self.log.flush(clock::wall_ms()) {
             ::log::error!("final log flush failed error={e}");
         }
+    }
+
+    /// Remembers `node` as a peer (a place to ask for replays). The table
+    /// is bounded: announcements are one frame each, and made-up node ids
+    /// cost nothing to send. When it is full, peers not heard from (as a
+    /// source, or as a receiver of our sessions) for [`PEER_PRUNE_EVERY`]
+    /// are dropped, at most once per that period; a new peer that still
+    /// finds no room is refused and counted.
+    fn note_peer(&mut self, now: Instant, node: NodeId, addr: SocketAddr) -> bool {
+        let ls = &mut self.loop_state;
+        if ls.peers.len() >= MAX_PEERS && !ls.peers.contains_key(&node) {
+            if ls.next_peer_prune.is_none_or(|t| t <= now) {
+                ls.next_peer_prune = Some(now + PEER_PRUNE_EVERY);
+                let heard = |n: &NodeId| {
+                    self.node
+                        .last_heard(*n)
+                        .is_some_and(|t| now.saturating_duration_since(t) < PEER_PRUNE_EVERY)
+                };
+                let sources = &ls.sources;
+                ls.peers.retain(|n, _| sources.contains_key(n) || heard(n));
+                let peers = &ls.peers;
+                ls.names.retain(|n, _| peers.contains_key(n));
+                ::log::warn!(
+                    "peer table full, pruned unheard peers left={}",
+                    ls.peers.len()
+                );
+            }
+            if ls.peers.len() >= MAX_PEERS {
+                self.stats.peers_refused += 1;
+                return false;
+            }
+        }
+        ls.peers.insert(node, addr);
+        true
     }
 
     pub(super) fn group_name(&self, group: GroupId) -> &str {

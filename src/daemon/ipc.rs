@@ -274,6 +274,28 @@ impl IpcServer {
         }
     }
 
+    /// netconf `socket-group`: hands the socket file to group `gid` and opens
+    /// it to that group (mode 0660), so its members' programs may connect
+    /// without running as the daemon's user. Until this runs the socket is
+    /// 0600, so there is no moment when it is more open than configured.
+    pub fn share_with_group(&self, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::chown(&self.path, None, Some(gid)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot give ipc socket {} to group {gid}: {e} (the daemon must run as root or be a member of the group)",
+                    self.path.display()
+                ),
+            )
+        })?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o660))?;
+        ::log::info!(
+            "ipc socket shared with group path={} gid={gid} mode=0660",
+            self.path.display()
+        );
+        Ok(())
+    }
+
     /// The socket file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -218,12 +218,23 @@ impl Daemon {
             Some(addr) => Some(console::Console::start(addr)?),
             None => None,
         };
+        // Resolved before the socket exists, so a bad name leaves nothing behind.
+        let socket_gid = match &netconf.node.socket_group {
+            Some(g) => Some(g.resolve(group_id_of).map_err(Error::Netconf)?),
+            None => None,
+        };
         let ipc = IpcServer::bind(&socket_path, poll.registry(), IPC_TOKEN).map_err(|source| {
             Error::Ipc {
                 path: socket_path.clone(),
                 source,
             }
         })?;
+        if let Some(gid) = socket_gid {
+            ipc.share_with_group(gid).map_err(|source| Error::Ipc {
+                path: socket_path.clone(),
+                source,
+            })?;
+        }
         ::log::info!(
             "castlogd started name={} node={} listen={} data_dir={} socket={}",
             name,
@@ -437,6 +448,33 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, Error> {
         });
     }
     Ok(file)
+}
+
+/// The gid of group `name` in this host's group database (getgrnam_r, so
+/// NSS sources such as LDAP count too), for netconf `socket-group`.
+fn group_id_of(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // SAFETY: all-zero bytes are a valid `group` (null pointers, 0 gid).
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call, `buf` for its length.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 22) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        return (rc == 0 && !found.is_null()).then_some(grp.gr_gid);
+    }
 }
 
 /// The kernel's host name, for `node.name`'s default.

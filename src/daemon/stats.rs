@@ -62,6 +62,16 @@ pub struct Stats {
     pub gaps_seen: u64,
     /// Log operations that failed.
     pub log_errors: u64,
+    /// Received records our log refused (disk full, I/O error), or that
+    /// came for a log while it refused; a refill fetches them again.
+    pub records_unstored: u64,
+    /// Times a (topic, source) log started refusing records.
+    pub logs_stalled: u64,
+    /// Fills started to fetch again what a refusing log dropped.
+    pub log_refills_started: u64,
+    /// New peers not remembered because the peer table was full of peers
+    /// heard recently (a flood of announcements from made-up nodes).
+    pub peers_refused: u64,
 }
 
 impl Daemon {
