@@ -8,9 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use castlog::client::{Client, ConsumeMode, Delivery, Message, NodeId, Offset, StartFrom};
+use castlog::client::{Client, ConsumeMode, Delivery, NodeId, Offset, StartFrom};
 use common::lan::Lan;
-use common::{lan_netconf, DaemonProc, Kind};
+use common::{collect, lan_netconf, DaemonProc, Kind};
 
 const RECORDS: u64 = 20_000;
 
@@ -57,26 +57,6 @@ fn publish_range(c: &mut Client, topic: &str, from: u64, to: u64) {
     }
     c.flush().expect("flush");
     c.ping().expect("ping");
-}
-
-/// Reads records until `want` arrived or nothing came for `idle`.
-fn collect(c: &mut Client, want: usize, idle: Duration) -> Vec<Delivery> {
-    let mut got = Vec::new();
-    let mut last = Instant::now();
-    while got.len() < want && last.elapsed() < idle {
-        match c
-            .next_message(Duration::from_millis(200))
-            .expect("next message")
-        {
-            Some(Message::Record(d)) => {
-                got.push(d);
-                last = Instant::now();
-            }
-            Some(Message::Gap(g)) => panic!("unexpected gap notice: {g:?}"),
-            None => {}
-        }
-    }
-    got
 }
 
 /// Every record of `source` on `topic` from offset `from` to `to`, in order,

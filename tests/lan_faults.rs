@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use castlog::client::{Client, ConsumeMode, Delivery, Message, NodeId, StartFrom};
+use castlog::client::{Client, ConsumeMode, Delivery, NodeId, StartFrom};
 use common::lan::Lan;
-use common::{lan_netconf, DaemonProc, Kind};
+use common::{collect, lan_netconf, DaemonProc, Kind};
 
 /// Timings that make loss recovery quick on a LAN in a test.
 const FAST: &str =
@@ -40,26 +40,6 @@ fn publish_range(c: &mut Client, topic: &str, from: u64, to: u64, pad: usize) {
     }
     c.flush().expect("flush");
     c.ping().expect("ping");
-}
-
-/// Reads records until `want` arrived or nothing came for `idle`.
-fn collect(c: &mut Client, want: usize, idle: Duration) -> Vec<Delivery> {
-    let mut got = Vec::new();
-    let mut last = Instant::now();
-    while got.len() < want && last.elapsed() < idle {
-        match c
-            .next_message(Duration::from_millis(100))
-            .expect("next message")
-        {
-            Some(Message::Record(d)) => {
-                got.push(d);
-                last = Instant::now();
-            }
-            Some(Message::Gap(g)) => panic!("unexpected gap notice: {g:?}"),
-            None => {}
-        }
-    }
-    got
 }
 
 /// `got` is exactly the records `0..to` of `source` on `topic`: in offset

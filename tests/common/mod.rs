@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use castlog::client::Client;
+use castlog::client::{Client, Delivery, Message};
 use lan::Lan;
 
 /// The transport a generated netconf uses.
@@ -205,4 +205,25 @@ impl Drop for DaemonProc {
             );
         }
     }
+}
+
+/// Reads records until `want` arrived or nothing came for `idle`; a gap
+/// notice fails the test (these tests expect every record).
+pub fn collect(c: &mut Client, want: usize, idle: Duration) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    let mut last = Instant::now();
+    while got.len() < want && last.elapsed() < idle {
+        match c
+            .next_message(Duration::from_millis(100))
+            .expect("next message")
+        {
+            Some(Message::Record(d)) => {
+                got.push(d);
+                last = Instant::now();
+            }
+            Some(Message::Gap(g)) => panic!("unexpected gap notice: {g:?}"),
+            None => {}
+        }
+    }
+    got
 }
