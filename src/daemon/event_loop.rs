@@ -494,6 +494,16 @@ impl Daemon {
                 self.want_writable(false);
                 return;
             }
+            // A group with several destinations (unicast peers) queues each
+            // datagram once per peer; grouping the batch by destination
+            // (stable, so each peer still gets its datagrams in order) turns
+            // the interleaving into runs that GSO can send as one message.
+            if tx.gso {
+                let first = tx.entries[0].0;
+                if tx.entries.iter().any(|e| e.0 != first) {
+                    tx.entries.sort_by_key(|e| e.0);
+                }
+            }
         }
     }
 
