@@ -64,7 +64,11 @@ pub struct Sender {
     heartbeat_interval: Duration,
     repair_queue: VecDeque<(Seq, Dest)>,
     repair_queued: HashSet<(Seq, Dest)>,
+    /// When each (seq, dest) was last repaired, for `repair_linger`.
     repaired_at: HashMap<(Seq, Dest), Instant>,
+    /// The same entries in the order they were made (so by time): pruning
+    /// pops the front, instead of scanning the map on every publish.
+    repaired_order: VecDeque<(Instant, (Seq, Dest))>,
     repair_tokens: f64,
     repair_tokens_at: Instant,
     repair_at: Option<Instant>,
@@ -111,6 +115,7 @@ impl Sender {
             repair_queue: VecDeque::new(),
             repair_queued: HashSet::new(),
             repaired_at: HashMap::new(),
+            repaired_order: VecDeque::new(),
             repair_tokens: 0.0,
             repair_tokens_at: now,
             repair_at: None,
@@ -396,8 +401,23 @@ impl Sender {
             }
             self.window.pop_front();
         }
+    }
+
+    /// Forgets repairs older than `repair_linger` (they no longer hold a
+    /// NAK back) or below the window (never asked about again).
+    fn forget_old_repairs(&mut self, now: Instant) {
         let base = self.window.base();
-        self.repaired_at.retain(|(s, _), _| *s >= base);
+        while let Some(&(at, key)) = self.repaired_order.front() {
+            let lingering = now.saturating_duration_since(at) < self.cfg.repair_linger;
+            if lingering && key.0 >= base {
+                break;
+            }
+            self.repaired_order.pop_front();
+            // A later repair of the same key has its own, newer entry.
+            if self.repaired_at.get(&key) == Some(&at) {
+                self.repaired_at.remove(&key);
+            }
+        }
     }
 
     fn advance_floor(&mut self, out: &mut Outputs, to: Seq) {
@@ -592,7 +612,9 @@ impl Sender {
             self.repair_queue.pop_front();
             self.repair_queued.remove(&(seq, dest));
             self.repaired_at.insert((seq, dest), now);
+            self.repaired_order.push_back((now, (seq, dest)));
         }
+        self.forget_old_repairs(now);
     }
 
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Outputs) {
