@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench log_append`; `CASTLOG_BENCH_MB=<n>` sets the bytes per
 //! case (default 64); `CASTLOG_BENCH_ONLY=never|interval-1s|always` runs one
-//! policy.
+//! policy, `CASTLOG_BENCH_VALUE_LEN=64|1024` one record size and
+//! `CASTLOG_BENCH_BATCHED=1` only the batched cases (for profiling).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -66,8 +67,17 @@ fn main() {
     );
     // CASTLOG_BENCH_ONLY=<fsync name> runs one policy (for profiling).
     let only = std::env::var("CASTLOG_BENCH_ONLY").ok();
+    // CASTLOG_BENCH_VALUE_LEN=<n> runs one record size; CASTLOG_BENCH_BATCHED=1
+    // only the batched cases.
+    let value_len: Option<usize> = std::env::var("CASTLOG_BENCH_VALUE_LEN")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let batched_only = std::env::var("CASTLOG_BENCH_BATCHED").is_ok_and(|s| s == "1");
     for c in cases {
-        if only.as_deref().is_none_or(|o| o == name(c.policy)) {
+        if only.as_deref().is_none_or(|o| o == name(c.policy))
+            && value_len.is_none_or(|v| v == c.value_len)
+            && (!batched_only || c.batch > 1)
+        {
             run(&c, mb);
         }
     }

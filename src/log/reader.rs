@@ -8,8 +8,8 @@ use crate::wire::Offset;
 
 use super::error::{Error, Result};
 use super::segment::{
-    be_u32, be_u64, check_frame, check_records, find_next_valid, read_full_at, FrameCheck,
-    FRAME_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN,
+    be_u32, be_u64, check_body_fast, check_frame_fast, find_next_valid, read_full_at, FrameCheck,
+    FrameFormat, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use super::topic_log::{ReadPos, TopicLog};
 
@@ -297,9 +297,9 @@ impl TopicLog {
         out: &mut ReadBatch,
     ) -> Result<Stop> {
         self.open_sealed(i)?;
-        let (seg_len, base) = match self.reader.as_ref().filter(|_| i < self.sealed.len()) {
-            Some(r) => (r.len, r.base),
-            None => (self.active.len, self.active.base),
+        let (seg_len, base, format) = match self.reader.as_ref().filter(|_| i < self.sealed.len()) {
+            Some(r) => (r.len, r.base, r.format),
+            None => (self.active.len, self.active.base, self.active.format),
         };
         let mut min_read = 0usize;
         loop {
@@ -310,7 +310,7 @@ impl TopicLog {
             if out.count > 0 && budget < RECORD_HEADER_LEN {
                 return Ok(Stop::Full);
             }
-            match self.read_frame_direct(i, base, seg_len, pos, want, max_bytes, out)? {
+            match self.read_frame_direct(i, base, format, seg_len, pos, want, max_bytes, out)? {
                 Direct::Took => continue,
                 Direct::Full => return Ok(Stop::Full),
                 Direct::No => {}
@@ -334,7 +334,7 @@ impl TopicLog {
             let mut at = 0usize;
             let mut corrupt = None;
             while at < chunk.len() {
-                match check_frame(&chunk[at..]) {
+                match check_frame_fast(&chunk[at..], format) {
                     FrameCheck::Valid(info) => {
                         if info.last_offset < *want {
                             at += info.frame_len;
@@ -348,7 +348,8 @@ impl TopicLog {
                             out.hole = Some(*want..info.first_offset);
                             *want = info.first_offset;
                         }
-                        let records = &chunk[at + FRAME_HEADER_LEN..at + info.frame_len];
+                        let records =
+                            &chunk[at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + info.records_len];
                         let dense =
                             info.last_offset.0 - info.first_offset.0 + 1 == u64::from(info.count);
                         if info.first_offset == *want
@@ -387,7 +388,7 @@ impl TopicLog {
             }
             *pos += at as u64;
             if let Some((_, reason)) = corrupt {
-                *pos = self.skip_corrupt(i, base, *pos, seg_len, *want, reason)?;
+                *pos = self.skip_corrupt(i, base, format, *pos, seg_len, *want, reason)?;
             }
         }
     }
@@ -402,6 +403,7 @@ impl TopicLog {
         &mut self,
         i: usize,
         base: Offset,
+        format: FrameFormat,
         seg_len: u64,
         pos: &mut u64,
         want: &mut Offset,
@@ -426,10 +428,11 @@ impl TopicLog {
         };
         let len = be_u32(&header[0..4]) as usize;
         let frame_end = *pos + (FRAME_HEADER_LEN + len) as u64;
-        if !(DIRECT_READ_MIN_LEN..=MAX_RECORD_LEN).contains(&len) || frame_end > seg_len {
+        if len < DIRECT_READ_MIN_LEN || !format.len_range().contains(&len) || frame_end > seg_len {
             return Ok(Direct::No);
         }
-        if out.bytes.len() + len > max_bytes {
+        let records_len = len - format.trailer_len();
+        if out.bytes.len() + records_len > max_bytes {
             if out.count == 0 {
                 // Smaller budget than the frame: the chunked path hands out
                 // part of it.
@@ -453,9 +456,12 @@ impl TopicLog {
                 return Err(e);
             }
         };
-        let info = match check_records(
+        // The trailer and the next frame's header were read along; both are
+        // cut off below.
+        let info = match check_body_fast(
             out.bytes.get(w..w + len).unwrap_or(&[]),
             be_u32(&header[4..8]),
+            format,
         ) {
             FrameCheck::Valid(info) if got == len + tail => info,
             _ => {
@@ -468,7 +474,7 @@ impl TopicLog {
             next.copy_from_slice(&out.bytes[w + len..w + len + FRAME_HEADER_LEN]);
             self.peeked_header = Some((base, frame_end, next));
         }
-        out.bytes.truncate(w + len);
+        out.bytes.truncate(w + info.records_len);
         let dense = info.last_offset.0 - info.first_offset.0 + 1 == u64::from(info.count);
         if info.first_offset != *want || !dense {
             out.bytes.truncate(w);
@@ -483,10 +489,12 @@ impl TopicLog {
 
     /// Finds where reading resumes after the invalid frame at `position`;
     /// reports each corrupt region once (warn + counters).
+    #[allow(clippy::too_many_arguments)]
     fn skip_corrupt(
         &mut self,
         i: usize,
         base: Offset,
+        format: FrameFormat,
         position: u64,
         seg_len: u64,
         want: Offset,
@@ -499,7 +507,15 @@ impl TopicLog {
             Some(r) => (&r.file, &r.path),
             None => (&self.active.file, &self.active.path),
         };
-        let found = find_next_valid(file, path, position + 1, seg_len, want, &mut self.scratch)?;
+        let found = find_next_valid(
+            file,
+            path,
+            position + 1,
+            seg_len,
+            want,
+            format,
+            &mut self.scratch,
+        )?;
         let resume = found.map(|(p, _)| p);
         let end = resume.unwrap_or(seg_len);
         log::warn!(
