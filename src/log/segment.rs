@@ -291,7 +291,27 @@ pub(crate) fn check_body_fast(body: &[u8], crc: u32, format: FrameFormat) -> Fra
     if crc32fast::hash(body) != crc {
         return FrameCheck::Invalid("frame crc mismatch");
     }
-    match trailer_info(body) {
+    let Some(records_len) = body.len().checked_sub(FRAME_TRAILER_LEN) else {
+        return FrameCheck::Invalid("frame length out of range");
+    };
+    let (records, trailer) = body.split_at(records_len);
+    match trailer_info(records, trailer) {
+        Some(info) => FrameCheck::Valid(info),
+        None => FrameCheck::Invalid("frame trailer does not match its records"),
+    }
+}
+
+/// [`check_frame_fast`] on a version 2 frame whose records and trailer were
+/// read into different buffers (a vectored read puts the records of many
+/// frames back to back in the batch, their trailers aside).
+pub(crate) fn check_split_v2(records: &[u8], trailer: &[u8], crc: u32) -> FrameCheck {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(records);
+    hasher.update(trailer);
+    if hasher.finalize() != crc {
+        return FrameCheck::Invalid("frame crc mismatch");
+    }
+    match trailer_info(records, trailer) {
         Some(info) => FrameCheck::Valid(info),
         None => FrameCheck::Invalid("frame trailer does not match its records"),
     }
@@ -300,9 +320,9 @@ pub(crate) fn check_body_fast(body: &[u8], crc: u32, format: FrameFormat) -> Fra
 /// First and last record of a version 2 body, found through its trailer and
 /// checked for consistency: the last record ends exactly where the trailer
 /// starts, and the offsets leave room for `count` increasing ones.
-fn trailer_info(body: &[u8]) -> Option<FrameInfo> {
-    let records_len = body.len().checked_sub(FRAME_TRAILER_LEN)?;
-    let (records, trailer) = body.split_at(records_len);
+fn trailer_info(records: &[u8], trailer: &[u8]) -> Option<FrameInfo> {
+    let records_len = records.len();
+    let trailer = trailer.get(..FRAME_TRAILER_LEN)?;
     let count = be_u32(trailer);
     let last_pos = be_u32(&trailer[4..]) as usize;
     let first = records.get(..RECORD_HEADER_LEN)?;
@@ -331,7 +351,7 @@ fn trailer_info(body: &[u8]) -> Option<FrameInfo> {
         first_ts,
         max_ts: first_ts,
         records_len,
-        frame_len: FRAME_HEADER_LEN + body.len(),
+        frame_len: FRAME_HEADER_LEN + records_len + FRAME_TRAILER_LEN,
     })
 }
 
