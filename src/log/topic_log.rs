@@ -312,16 +312,16 @@ impl TopicLog {
         value: &[u8],
     ) -> Result<()> {
         let len = RECORD_HEADER_LEN as u64 + key.len() as u64 + value.len() as u64;
-        let too_large = Error::TooLarge {
+        let too_large = || Error::TooLarge {
             len,
             max: MAX_RECORD_LEN as u64,
         };
         if len > MAX_RECORD_LEN as u64 {
-            return Err(too_large);
+            return Err(too_large());
         }
         self.writer
             .push(offset, timestamp_ms, key, value)
-            .map_err(|_| too_large)
+            .map_err(|_| too_large())
     }
 
     /// Writes `write_buf` (whole frames) at the end of the active segment with
