@@ -7,6 +7,11 @@
 //! per-pair ratios; target for `never`: <= 2. "raw-same" writes the same
 //! bytes in the log's own write sizes (one write per append call, after a
 //! 24-byte header): what the kernel costs for that write pattern alone.
+//! Each run is also timed in CPU time (this thread's
+//! `CLOCK_THREAD_CPUTIME_ID`), and the "cpu" ratios are medians of per-pair
+//! CPU-time ratios: on a shared machine the wall clock also counts the time
+//! other processes held the CPU. (For `always` the CPU ratio says little:
+//! the time goes waiting for the disk.)
 //!
 //! `cargo bench --bench log_append`; `CASTLOG_BENCH_MB=<n>` sets the bytes per
 //! case (default 64); `CASTLOG_BENCH_ONLY=never|interval-1s|always` runs one
@@ -17,6 +22,40 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Wall clock and this thread's CPU clock, started together.
+struct Timer {
+    wall: Instant,
+    cpu: f64,
+}
+
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+impl Timer {
+    fn start() -> Timer {
+        Timer {
+            wall: Instant::now(),
+            cpu: thread_cpu_seconds(),
+        }
+    }
+
+    /// (wall seconds, CPU seconds) since `start`.
+    fn seconds(&self) -> (f64, f64) {
+        (
+            self.wall.elapsed().as_secs_f64(),
+            (thread_cpu_seconds() - self.cpu).max(1e-9),
+        )
+    }
+}
 
 use castlog::log::{FsyncPolicy, LogConfig, LogDir, NewRecord, FRAME_HEADER_LEN};
 use castlog::wire::NodeId;
@@ -66,7 +105,7 @@ fn main() {
         }
     }
     println!(
-        "{:<12} {:>6} {:>6} {:>12} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "{:<12} {:>6} {:>6} {:>12} {:>10} {:>10} {:>8} {:>8} {:>13} {:>9}",
         "fsync",
         "value",
         "batch",
@@ -74,8 +113,9 @@ fn main() {
         "log MB/s",
         "raw MB/s",
         "raw/log",
+        "cpu",
         "raw-same MB/s",
-        "same/log"
+        "same cpu"
     );
     // CASTLOG_BENCH_ONLY=<fsync name> runs one policy (for profiling).
     let only = std::env::var("CASTLOG_BENCH_ONLY").ok();
@@ -111,23 +151,27 @@ fn run(c: &Case, mb: usize) {
     };
     let mut best = [0.0f64; 4];
     let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
     let mut same_ratios = Vec::new();
     let mut shape = None;
     for rep in 0..reps {
         // Pair 0 runs the log first and learns the bytes and write count
         // (the same for every run of a case); odd pairs run raw first.
-        let (r, s) = run_once(c, mb, if rep % 2 == 1 { shape } else { None });
+        let (r, cpu, s) = run_once(c, mb, if rep % 2 == 1 { shape } else { None });
         shape = Some(s);
         for (b, v) in best.iter_mut().zip(r) {
             *b = b.max(v);
         }
         ratios.push(r[2] / r[1]);
-        same_ratios.push(r[3] / r[1]);
+        // CPU seconds: log / raw is raw MB/s / log MB/s.
+        cpu_ratios.push(cpu[0] / cpu[1]);
+        same_ratios.push(cpu[0] / cpu[2]);
     }
     ratios.sort_by(f64::total_cmp);
+    cpu_ratios.sort_by(f64::total_cmp);
     same_ratios.sort_by(f64::total_cmp);
     println!(
-        "{:<12} {:>6} {:>6} {:>12.0} {:>10.1} {:>10.1} {:>10.2} {:>12.1} {:>10.2}",
+        "{:<12} {:>6} {:>6} {:>12.0} {:>10.1} {:>10.1} {:>8.2} {:>8.2} {:>13.1} {:>9.2}",
         name(c.policy),
         c.value_len,
         c.batch,
@@ -135,6 +179,7 @@ fn run(c: &Case, mb: usize) {
         best[1],
         best[2],
         ratios[ratios.len() / 2],
+        cpu_ratios[cpu_ratios.len() / 2],
         best[3],
         same_ratios[same_ratios.len() / 2],
     );
@@ -145,8 +190,9 @@ type Shape = (u64, u64, u64);
 
 /// One log run and the raw runs of the same bytes (with `raw_first`, raw
 /// goes first, sized from an earlier log run): [records/s, log MB/s, raw
-/// MB/s (1 MiB writes), raw MB/s (the log's own write sizes)].
-fn run_once(c: &Case, mb: usize, raw_first: Option<Shape>) -> ([f64; 4], Shape) {
+/// MB/s (1 MiB writes), raw MB/s (the log's own write sizes)], and the CPU
+/// seconds of the log, raw and raw-same runs.
+fn run_once(c: &Case, mb: usize, raw_first: Option<Shape>) -> ([f64; 4], [f64; 3], Shape) {
     let frame_len = FRAME_HEADER_LEN + RECORD_HEADER + KEY.len() + c.value_len;
     let mut records = mb * (1 << 20) / frame_len;
     let mut time_budget = Duration::from_secs(60);
@@ -162,7 +208,7 @@ fn run_once(c: &Case, mb: usize, raw_first: Option<Shape>) -> ([f64; 4], Shape) 
         retention_ms: None,
         ..LogConfig::default()
     };
-    let log_run = |tmp: &Path| -> (f64, f64, Shape) {
+    let log_run = |tmp: &Path| -> (f64, f64, f64, Shape) {
         let mut dir = LogDir::open(tmp, config.clone()).expect("open log dir");
         let log = dir.log("bench", NodeId(1)).expect("open log");
         let value = vec![0x5au8; c.value_len];
@@ -173,7 +219,8 @@ fn run_once(c: &Case, mb: usize, raw_first: Option<Shape>) -> ([f64; 4], Shape) 
                 value: &value,
             })
             .collect();
-        let start = Instant::now();
+        let timer = Timer::start();
+        let start = timer.wall;
         let mut done = 0usize;
         let mut now_ms = 0u64;
         while done < records {
@@ -189,11 +236,12 @@ fn run_once(c: &Case, mb: usize, raw_first: Option<Shape>) -> ([f64; 4], Shape) 
             }
         }
         log.flush(now_ms + 1_000_000).expect("flush");
-        let elapsed = start.elapsed().as_secs_f64();
+        let (elapsed, cpu) = timer.seconds();
         let stats = log.stats().clone();
         (
             done as f64 / elapsed,
             stats.bytes_appended as f64 / elapsed / 1e6,
+            cpu,
             (stats.bytes_appended, stats.batches_appended, stats.fsyncs),
         )
     };
@@ -203,22 +251,34 @@ fn run_once(c: &Case, mb: usize, raw_first: Option<Shape>) -> ([f64; 4], Shape) 
             raw_write(raw_dir.path(), bytes as usize, c, syncs, Some(writes)),
         )
     };
-    if let Some(shape) = raw_first {
-        let (raw, same) = raw_runs(shape);
-        let (recs, log_mbps, shape) = log_run(tmp.path());
-        return ([recs, log_mbps, raw, same], shape);
-    }
-    let (recs, log_mbps, shape) = log_run(tmp.path());
-    let (raw, same) = raw_runs(shape);
-    ([recs, log_mbps, raw, same], shape)
+    let ((raw, raw_cpu), (same, same_cpu), (recs, log_mbps, log_cpu, shape)) =
+        if let Some(shape) = raw_first {
+            let (raw, same) = raw_runs(shape);
+            (raw, same, log_run(tmp.path()))
+        } else {
+            let log = log_run(tmp.path());
+            let (raw, same) = raw_runs(log.3);
+            (raw, same, log)
+        };
+    (
+        [recs, log_mbps, raw, same],
+        [log_cpu, raw_cpu, same_cpu],
+        shape,
+    )
 }
 
 /// Writes `total` bytes to a fresh file after a 24-byte write (the segment
 /// header), in 1 MiB writes (`never`, `interval`), or in the log's write size
 /// with an fdatasync after each (`always`); with `writes`, in as many equal
 /// writes as the log made instead (the log's own write sizes and positions).
-/// Returns MB/s.
-fn raw_write(dir: &Path, total: usize, c: &Case, log_syncs: u64, writes: Option<u64>) -> f64 {
+/// Returns (MB/s, CPU seconds).
+fn raw_write(
+    dir: &Path,
+    total: usize,
+    c: &Case,
+    log_syncs: u64,
+    writes: Option<u64>,
+) -> (f64, f64) {
     let path = dir.join("raw.bin");
     let mut f = OpenOptions::new()
         .create(true)
@@ -233,9 +293,10 @@ fn raw_write(dir: &Path, total: usize, c: &Case, log_syncs: u64, writes: Option<
     }
     .max(1);
     let chunk = vec![0x5au8; chunk_len.max(24)];
-    let start = Instant::now();
-    let mut last_sync = Instant::now();
+    // The log wrote its segment header before its timer started, too.
     f.write_all(&chunk[..24]).expect("raw write");
+    let timer = Timer::start();
+    let mut last_sync = Instant::now();
     let mut written = 0;
     while written < total {
         let n = chunk_len.min(total - written);
@@ -253,8 +314,8 @@ fn raw_write(dir: &Path, total: usize, c: &Case, log_syncs: u64, writes: Option<
     if let FsyncPolicy::Interval(_) = c.policy {
         f.sync_data().expect("raw sync");
     }
-    let mbps = total as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let (wall, cpu) = timer.seconds();
     drop(f);
     let _ = std::fs::remove_file(&path);
-    mbps
+    (total as f64 / wall / 1e6, cpu)
 }
