@@ -92,10 +92,17 @@ fn main() {
         FsyncPolicy::Always,
     ] {
         for value_len in [64, 1024] {
-            for batch in [
-                1,
-                64 * 1024 / (value_len + RECORD_HEADER + KEY.len() + FRAME_HEADER_LEN),
-            ] {
+            let per_kib = |kib: usize| {
+                kib * 1024 / (value_len + RECORD_HEADER + KEY.len() + FRAME_HEADER_LEN)
+            };
+            // Batches of about 64 KiB (the most a datagram carries, so what
+            // the daemon appends at most), and for `never` also of about
+            // 1 MiB: the raw limit's own write size.
+            let mut batches = vec![1, per_kib(64)];
+            if policy == FsyncPolicy::Never {
+                batches.push(per_kib(1024));
+            }
+            for batch in batches {
                 cases.push(Case {
                     policy,
                     value_len,

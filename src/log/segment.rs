@@ -643,6 +643,7 @@ impl FrameWriter {
 
     /// Adds a record (`topic_id` 0), in the open frame or a new one. The
     /// caller keeps offsets strictly increasing.
+    #[inline]
     pub fn push(
         &mut self,
         offset: Offset,

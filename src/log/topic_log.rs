@@ -303,7 +303,9 @@ impl TopicLog {
     }
 
     /// Adds one record to the frames of the append in progress, refusing
-    /// records a segment cannot hold.
+    /// records a segment cannot hold. Inlined into the batch loops: a call
+    /// per record showed in profiles of 64-byte appends.
+    #[inline(always)]
     fn encode(
         &mut self,
         offset: Offset,
