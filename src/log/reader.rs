@@ -173,16 +173,20 @@ const DIRECT_READ_MIN_LEN: usize = 8 << 10;
 /// Most frames one vectored read takes (64 KiB frames: 4 MiB).
 const MAX_VECTORED_FRAMES: usize = 64;
 
-/// One `readv` at `pos` (seek, then read): the bytes read, fewer than asked
-/// only at the end of the file.
+/// One `readv` at `pos`: the bytes read, fewer than asked only at the end
+/// of the file. `cursor` is where the file's position is; it seeks only if
+/// that is not `pos` (std has no stable `preadv`).
 fn read_vectored_at(
     mut file: &std::fs::File,
     path: &std::path::Path,
     iov: &mut [IoSliceMut<'_>],
     pos: u64,
+    cursor: u64,
 ) -> Result<usize> {
-    file.seek(SeekFrom::Start(pos))
-        .map_err(|e| Error::io(path, "seek", e))?;
+    if cursor != pos {
+        file.seek(SeekFrom::Start(pos))
+            .map_err(|e| Error::io(path, "seek", e))?;
+    }
     loop {
         match file.read_vectored(iov) {
             Ok(n) => return Ok(n),
@@ -592,10 +596,16 @@ impl TopicLog {
         out: &mut ReadBatch,
         fill: &mut Fill,
     ) -> Result<Option<Direct>> {
-        let (file, path, index) = match self.reader.as_ref().filter(|_| i < self.sealed.len()) {
-            Some(r) => (&r.file, &r.path, &r.index),
-            None => (&self.active.file, &self.active.path, &self.active.index),
-        };
+        let (file, path, index, cursor) =
+            match self.reader.as_ref().filter(|_| i < self.sealed.len()) {
+                Some(r) => (&r.file, &r.path, &r.index, r.cursor),
+                None => (
+                    &self.active.file,
+                    &self.active.path,
+                    &self.active.index,
+                    self.active.cursor,
+                ),
+            };
         // The plan: (position, len) of each frame to read.
         let mut plan = [(0u64, 0usize); MAX_VECTORED_FRAMES];
         let first_len = be_u32(&header[0..4]) as usize;
@@ -629,6 +639,7 @@ impl TopicLog {
                 next_pos = end;
             }
         }
+        drop(starts);
         if planned < 2 {
             return Ok(None);
         }
@@ -656,7 +667,15 @@ impl TopicLog {
                 iov.push(IoSliceMut::new(records));
                 iov.push(IoSliceMut::new(&mut side[..aside_len(k, frame)]));
             }
-            read_vectored_at(file, path, &mut iov, *pos + FRAME_HEADER_LEN as u64)?
+            let at = *pos + FRAME_HEADER_LEN as u64;
+            let got = read_vectored_at(file, path, &mut iov, at, cursor);
+            // Unknown after an error: the next read seeks.
+            let moved = got.as_ref().map_or(u64::MAX, |&n| at + n as u64);
+            match self.reader.as_mut().filter(|_| i < self.sealed.len()) {
+                Some(r) => r.cursor = moved,
+                None => self.active.cursor = moved,
+            }
+            got?
         };
         let mut header = header;
         let mut at = w;

@@ -274,6 +274,7 @@ impl TopicLog {
             path,
             file,
             format,
+            cursor: 0,
             len,
             index,
         });
@@ -418,6 +419,7 @@ fn active_from_scan(
             path,
             file,
             format,
+            cursor: 0,
             len: SEGMENT_HEADER_LEN,
             index: SparseIndex::new(),
             index_next_pos: SEGMENT_HEADER_LEN,
@@ -431,6 +433,7 @@ fn active_from_scan(
             path,
             file,
             format,
+            cursor: 0,
             len: s.broken_tail.map_or(file_len, |(p, _)| p),
             index: s.index,
             index_next_pos: s.index_next_pos,

@@ -55,6 +55,9 @@ pub(crate) struct ActiveSegment {
     pub file: File,
     /// Frame layout of this segment; appends only go to a `CURRENT` one.
     pub format: FrameFormat,
+    /// Where `file`'s own position is (only vectored reads move it; writes
+    /// are positioned), so a sequential replay needs no seek.
+    pub cursor: u64,
     pub len: u64,
     pub index: SparseIndex,
     /// Position from which the next frame gets an index entry.
@@ -72,6 +75,8 @@ pub(crate) struct OpenSealed {
     pub path: PathBuf,
     pub file: File,
     pub format: FrameFormat,
+    /// As `ActiveSegment::cursor`.
+    pub cursor: u64,
     pub len: u64,
     pub index: SparseIndex,
 }
@@ -518,6 +523,7 @@ pub(crate) fn create_segment(
         path,
         file,
         format: FrameFormat::CURRENT,
+        cursor: 0,
         len: SEGMENT_HEADER_LEN,
         index: SparseIndex::new(),
         index_next_pos: SEGMENT_HEADER_LEN,
