@@ -10,6 +10,13 @@
 #   SIZES="1024" KINDS="multicast" LOSSES="0" benches/e2e.sh
 #   RECORDS_64=2000000 RECORDS_1024=300000 benches/e2e.sh
 #
+# After the throughput table it prints: the command-line path (`castlog pub`
+# from a file of lines into `castlog sub`), the round trip (ping/pong, 32 B)
+# for each netconf `idle` policy against raw UDP, and the publisher's CPU
+# per record with 1 and with FANOUT (default 8) receiving hosts. The table
+# also gives each daemon's peak RSS (VmHWM) and the publishing daemon's CPU
+# per record. SECTIONS="table cli rtt fanout" chooses what runs.
+#
 # Needs root, iproute2 and nftables (installed by .ci/run). Everything it
 # creates is removed on exit, even on failure.
 set -euo pipefail
@@ -18,6 +25,10 @@ cd "$(dirname "$0")/.."
 KINDS=${KINDS:-"multicast broadcast unicast"}
 LOSSES=${LOSSES:-"0 5"}
 SIZES=${SIZES:-"64 256 1024"}
+SECTIONS=${SECTIONS:-"table cli rtt fanout"}
+FANOUT=${FANOUT:-8}
+HOSTS=2
+case " $SECTIONS " in *" fanout "*) HOSTS=$((FANOUT + 1)) ;; esac
 NET=10.231.7
 NAME=ce$$
 BR=$NAME-br
@@ -28,7 +39,7 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   sleep 0.2
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
-  for i in 1 2; do ip netns del "$NAME-$i" 2>/dev/null || true; done
+  for i in $(seq "$HOSTS"); do ip netns del "$NAME-$i" 2>/dev/null || true; done
   ip link del "$BR" 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -43,7 +54,7 @@ sysctl -qw net.core.rmem_max=67108864 net.core.wmem_max=67108864 2>/dev/null || 
 ip link add "$BR" type bridge
 echo 0 > "/sys/class/net/$BR/bridge/multicast_snooping" 2>/dev/null || true
 ip link set "$BR" up
-for i in 1 2; do
+for i in $(seq "$HOSTS"); do
   h=$NAME-$i
   ip netns add "$h"
   ip link add "$h-p" type veth peer name "$h-e"
@@ -68,8 +79,8 @@ set_loss() {
   fi
 }
 
-netconf() { # kind host
-  local kind=$1 i=$2
+netconf() { # kind host [idle]
+  local kind=$1 i=$2 idle=${3:-block}
   cat <<TOML
 [node]
 name = "h$i"
@@ -77,10 +88,13 @@ listen = "$NET.$i:7500"
 data-dir = "$WORK/h$i-$kind"
 socket = "$WORK/h$i.sock"
 fsync = "interval"
+idle = "$idle"
 
 TOML
   case $kind in
-    multicast) printf '[group.g]\nkind = "multicast"\naddress = "239.255.231.7:7400"\ninterface = "%s"\nttl = 1\n' "$NET.$i" ;;
+    # One daemon per host: nothing on the sender's host needs its own
+    # multicast, and the looped-back copy would double its kernel work.
+    multicast) printf '[group.g]\nkind = "multicast"\naddress = "239.255.231.7:7400"\ninterface = "%s"\nttl = 1\nloopback = false\n' "$NET.$i" ;;
     broadcast) printf '[group.g]\nkind = "broadcast"\naddress = "%s.255:7401"\n' "$NET" ;;
     unicast)   printf '[group.g]\nkind = "unicast"\nport = 7402\npeers = ["%s.1:7402", "%s.2:7402"]\n' "$NET" "$NET" ;;
   esac
@@ -99,7 +113,34 @@ records_for() { local v="RECORDS_$1"; echo "${!v:-$(( $1 <= 64 ? 2000000 : ($1 <
 
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read()).get('$1',''))"; }
 
-printf '%-10s %-5s %-6s %14s %14s %12s %12s %8s %9s\n' kind loss size raw_rec/s castlog_rec/s raw_MB/s castlog_MB/s ratio complete
+# start_daemons KIND IDLE HOST...: one castlogd per host, waits for sockets.
+start_daemons() {
+  local kind=$1 idle=$2; shift 2
+  for i in "$@"; do
+    netconf "$kind" "$i" "$idle" > "$WORK/h$i.toml"
+    rm -rf "$WORK/h$i-$kind" "$WORK/h$i.sock"
+    # Not through `on`: a function in the background would be a subshell,
+    # and killing it would leave the daemon running.
+    ip netns exec "$NAME-$i" "$BIN/castlogd" --netconf "$WORK/h$i.toml" 2> "$WORK/h$i.log" &
+    PIDS+=($!)
+    eval "PID_$i=$!"
+  done
+  for i in "$@"; do for _ in $(seq 100); do [ -S "$WORK/h$i.sock" ] && break; sleep 0.05; done; done
+  sleep 0.5
+}
+
+stop_daemons() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+tick_us() { echo $((1000000 / $(getconf CLK_TCK))); }
+
+if [[ " $SECTIONS " == *" table "* ]]; then
+printf '%-10s %-5s %-6s %14s %14s %12s %12s %8s %9s %10s %9s\n' kind loss size raw_rec/s castlog_rec/s raw_MB/s castlog_MB/s ratio complete pub_cpu_us rss_MiB
 for kind in $KINDS; do
   for loss in $LOSSES; do
     set_loss "$loss"
@@ -115,31 +156,90 @@ for kind in $KINDS; do
       wait $rp || true
       raw_rps=$(field records_per_sec < "$WORK/raw.json"); raw_mbs=$(field mb_per_sec < "$WORK/raw.json")
       # castlog
-      for i in 1 2; do
-        netconf "$kind" "$i" > "$WORK/h$i.toml"
-        rm -rf "$WORK/h$i-$kind"
-        # Not through `on`: a function in the background would be a subshell,
-        # and killing it would leave the daemon running.
-        ip netns exec "$NAME-$i" "$BIN/castlogd" --netconf "$WORK/h$i.toml" 2> "$WORK/h$i.log" &
-        PIDS+=($!)
-      done
-      for i in 1 2; do for _ in $(seq 100); do [ -S "$WORK/h$i.sock" ] && break; sleep 0.05; done; done
-      sleep 0.5
+      start_daemons "$kind" block 1 2
       ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" bench --role subscriber --size "$size" --count "$n" --idle-timeout 5 --json > "$WORK/cl.json" 2>/dev/null &
       sp=$!; sleep 0.5
+      t0=$(cpu_ticks "$PID_1")
       on 1 "$BIN/castlog" --socket "$WORK/h1.sock" bench --role publisher --size "$size" --count "$n" --json > /dev/null
       wait $sp || true
+      t1=$(cpu_ticks "$PID_1")
+      pub_cpu=$(( (t1 - t0) * $(tick_us) * 1000 / n ))
+      rss="$(hwm_mib "$PID_1")/$(hwm_mib "$PID_2")"
       cl_rps=$(field records_per_sec < "$WORK/cl.json"); cl_mbs=$(field mb_per_sec < "$WORK/cl.json"); complete=$(field complete < "$WORK/cl.json")
       if [ "$complete" != True ] && [ -n "${DEBUG_STATS:-}" ]; then
         on 2 "$BIN/castlog" --socket "$WORK/h2.sock" stats --json >&2 || true
         cat "$WORK/cl.json" >&2
       fi
-      for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-      for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-      PIDS=()
+      stop_daemons
       ratio=$(python3 -c "r=float('${raw_mbs:-0}' or 0); c=float('${cl_mbs:-0}' or 0); print(f'{c/r:.2f}' if r else 'n/a')")
-      printf '%-10s %-5s %-6s %14.0f %14.0f %12.1f %12.1f %8s %9s\n' "$kind" "$loss%" "$size" "${raw_rps:-0}" "${cl_rps:-0}" "${raw_mbs:-0}" "${cl_mbs:-0}" "$ratio" "${complete:-?}"
+      printf '%-10s %-5s %-6s %14.0f %14.0f %12.1f %12.1f %8s %9s %10s %9s\n' "$kind" "$loss%" "$size" "${raw_rps:-0}" "${cl_rps:-0}" "${raw_mbs:-0}" "${cl_mbs:-0}" "$ratio" "${complete:-?}" "$(printf '%d.%03d' $((pub_cpu / 1000)) $((pub_cpu % 1000)))" "$rss"
     done
   done
 done
 set_loss 0
+fi
+
+# The command line: `castlog pub` reading one record per line from a file,
+# `castlog sub` writing one per line, multicast, 64-byte lines.
+if [[ " $SECTIONS " == *" cli "* ]]; then
+  n=$(records_for 64)
+  python3 -c "
+import sys
+with open('$WORK/lines', 'w') as f:
+    for i in range($n): f.write('%012d' % i + 'x' * 51 + '\n')"
+  start_daemons multicast block 1 2
+  ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" sub e2e.cli --count "$n" --idle-timeout 5 > "$WORK/cli.out" 2>/dev/null &
+  sp=$!; sleep 0.5
+  c0=$(date +%s.%N)
+  on 1 "$BIN/castlog" --socket "$WORK/h1.sock" pub e2e.cli --mode oneway < "$WORK/lines"
+  wait $sp || true
+  c1=$(date +%s.%N)
+  stop_daemons
+  got=$(wc -l < "$WORK/cli.out")
+  same=$(cmp -s "$WORK/lines" "$WORK/cli.out" && echo true || echo false)
+  echo
+  printf 'cli: castlog pub < file | castlog sub, multicast, 64 B lines: %s records in %.2f s = %.0f records/s, output identical to input: %s\n' \
+    "$got" "$(python3 -c "print($c1 - $c0)")" "$(python3 -c "print($got / ($c1 - $c0))")" "$same"
+fi
+
+# Round trip, 32 B, ping on host 1, pong on host 2, multicast.
+if [[ " $SECTIONS " == *" rtt "* ]]; then
+  n=${RTT_COUNT:-20000}
+  echo
+  printf '%-22s %10s %10s %10s\n' rtt_32B p50_us p90_us p99_us
+  ip netns exec "$NAME-2" "$BIN/castlog" bench --raw --role pong --bind "$NET.2:7601" --size 32 --idle-timeout 2 --json > /dev/null 2>&1 &
+  rp=$!; sleep 0.3
+  on 1 "$BIN/castlog" bench --raw --role ping --peer "$NET.2:7601" --interface "$NET.1" --size 32 --count "$n" --json > "$WORK/rtt.json"
+  wait $rp || true
+  printf '%-22s %10s %10s %10s\n' "raw (blocking recv)" "$(field p50_us < "$WORK/rtt.json")" "$(field p90_us < "$WORK/rtt.json")" "$(field p99_us < "$WORK/rtt.json")"
+  for idle in block yield spin; do
+    start_daemons multicast "$idle" 1 2
+    ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" bench --role pong --size 32 --idle-timeout 2 --json > /dev/null 2>&1 &
+    pp=$!; sleep 0.5
+    on 1 "$BIN/castlog" --socket "$WORK/h1.sock" bench --role ping --size 32 --count "$n" --json > "$WORK/rtt.json" || true
+    wait $pp || true
+    stop_daemons
+    printf '%-22s %10s %10s %10s\n' "castlog idle=$idle" "$(field p50_us < "$WORK/rtt.json")" "$(field p90_us < "$WORK/rtt.json")" "$(field p99_us < "$WORK/rtt.json")"
+  done
+fi
+
+# Fan-out: the publishing daemon's CPU per record with 1 and with FANOUT
+# receiving hosts on one multicast group (64 B records).
+if [[ " $SECTIONS " == *" fanout "* ]]; then
+  n=${FANOUT_RECORDS:-500000}
+  echo
+  printf '%-16s %14s %16s %9s\n' fanout castlog_rec/s pub_cpu_us/rec complete
+  for receivers in 1 "$FANOUT"; do
+    hosts=$(seq 1 $((receivers + 1)))
+    start_daemons multicast block $hosts
+    ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" bench --role subscriber --size 64 --count "$n" --idle-timeout 5 --json > "$WORK/fan.json" 2>/dev/null &
+    sp=$!; sleep 0.5
+    t0=$(cpu_ticks "$PID_1")
+    on 1 "$BIN/castlog" --socket "$WORK/h1.sock" bench --role publisher --size 64 --count "$n" --json > /dev/null
+    wait $sp || true
+    t1=$(cpu_ticks "$PID_1")
+    stop_daemons
+    cpu=$(( (t1 - t0) * $(tick_us) * 1000 / n ))
+    printf '%-16s %14.0f %16s %9s\n' "$receivers receiver(s)" "$(field records_per_sec < "$WORK/fan.json")" "$(printf '%d.%03d' $((cpu / 1000)) $((cpu % 1000)))" "$(field complete < "$WORK/fan.json")"
+  done
+fi

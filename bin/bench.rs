@@ -278,7 +278,9 @@ fn publisher(socket: &Path, args: &BenchArgs) -> Result<Report, String> {
 
 #[derive(Default)]
 struct Completeness {
-    next: BTreeMap<(String, u64), u64>,
+    /// Next offset expected, per topic then source (looked up by `&str`,
+    /// so a record costs no allocation).
+    next: BTreeMap<String, BTreeMap<u64, u64>>,
     missing: u64,
     duplicates: u64,
     out_of_order: u64,
@@ -286,10 +288,15 @@ struct Completeness {
 
 impl Completeness {
     fn see(&mut self, topic: &str, source: u64, offset: u64) {
-        let key = (topic.to_owned(), source);
-        match self.next.get_mut(&key) {
+        if !self.next.contains_key(topic) {
+            self.next.insert(topic.to_owned(), BTreeMap::new());
+        }
+        let Some(sources) = self.next.get_mut(topic) else {
+            return;
+        };
+        match sources.get_mut(&source) {
             None => {
-                self.next.insert(key, offset + 1);
+                sources.insert(source, offset + 1);
             }
             Some(n) if offset == *n => *n += 1,
             Some(n) if offset < *n => self.duplicates += 1,

@@ -280,6 +280,24 @@ fn skipped_packets_are_counted_by_kind() {
     assert_eq!(c.stats.packets_undecodable, 0);
 }
 
+/// A capture taken on a host that sends with UDP GSO holds the run of
+/// equal datagrams as one UDP packet; each datagram decodes on its own.
+#[test]
+fn a_gso_run_in_one_udp_packet_decodes_as_its_datagrams() {
+    let one = data_frame();
+    let mut run = Vec::new();
+    for _ in 0..3 {
+        run.extend_from_slice(&one);
+    }
+    run.extend_from_slice(&one[..one.len() - 1]); // a torn last segment
+    let packet = eth_udp(([10, 0, 0, 1], 7500), ([239, 255, 0, 1], 7400), MAC_B, &run);
+    let c = decode_capture(&pcap(1, false, &[(1, packet)])).unwrap();
+    assert_eq!(c.stats.gso_packets_split, 1);
+    assert_eq!(c.stats.frames_decoded, 3);
+    assert_eq!(c.stats.frames_invalid, 1);
+    assert!(c.frames.iter().all(|f| f.datagram_len <= one.len()));
+}
+
 #[test]
 fn json_output_carries_the_same_facts() {
     let frames = decode_pcap(&golden_ethernet_capture()).unwrap();

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use castlog::netconf::{
-    check_files, FsyncPolicy, GroupKind, IdlePolicy, NetConf, TopicPattern, EMBEDDED_DEFAULT,
+    check_files, FsyncPolicy, GroupKind, GroupRef, IdlePolicy, NetConf, TopicPattern,
+    EMBEDDED_DEFAULT,
 };
 use proptest::prelude::*;
 
@@ -187,6 +188,7 @@ const BAD_FILES: &[(&str, usize, &str, &str)] = &[
     ("heartbeat_above_liveness.toml", 4, "group.md.heartbeat-interval-max", "must be at most half of liveness-timeout (default 5s), got 10s"),
     ("previous_key_without_key.toml", 4, "group.md.previous-key-file", "needs `key-file`"),
     ("bad_publishers.toml", 8, "topic[0].publishers", "item 1: a node name is 1..=64 characters"),
+    ("bad_socket_group.toml", 3, "node.socket-group", "expected a group name (1..=32 of A-Z a-z 0-9 . _ -, not starting with -) or a gid 0..=4294967294, got \"-wheel\""),
 ];
 
 #[test]
@@ -216,6 +218,54 @@ fn each_bad_file_fails_with_its_file_line_field_and_message() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn socket_group_is_read_as_a_name_or_a_gid() {
+    let file = |value: &str| {
+        format!("[node]\nsocket-group = {value}\n[group.g]\nkind = \"broadcast\"\naddress = \"10.0.0.255:7400\"\n[[topic]]\npattern = \"*\"\ngroup = \"g\"\n")
+    };
+    let group = |value: &str| {
+        NetConf::from_str(&file(value), "g.toml")
+            .map(|c| c.node.socket_group.map(|g| g.group))
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        group("\"castlog\""),
+        Ok(Some(GroupRef::Name("castlog".into())))
+    );
+    assert_eq!(group("1001"), Ok(Some(GroupRef::Gid(1001))));
+    assert_eq!(group("\"1001\""), Ok(Some(GroupRef::Gid(1001))));
+    assert!(group("4294967295")
+        .unwrap_err()
+        .contains("node.socket-group"));
+    assert!(group("-1").unwrap_err().contains("got -1"));
+    assert!(group("\"\"").is_err());
+    assert!(group(&format!("\"{}\"", "g".repeat(33))).is_err());
+    assert!(group("true").unwrap_err().contains("got a boolean"));
+    let none = NetConf::from_str(
+        &file("\"x\"").replace("socket-group = \"x\"\n", ""),
+        "g.toml",
+    );
+    assert_eq!(none.unwrap().node.socket_group, None);
+}
+
+#[test]
+fn a_socket_group_this_host_does_not_know_is_an_error_at_its_line() {
+    let text = "[node]\nname = \"h1\"\n  socket-group = \"nosuchgroup\"\n[group.g]\nkind = \"broadcast\"\naddress = \"10.0.0.255:7400\"\n[[topic]]\npattern = \"*\"\ngroup = \"g\"\n";
+    let conf = NetConf::from_str(text, "h1.toml").unwrap();
+    let sg = conf.node.socket_group.unwrap();
+    let e = sg.resolve(|_| None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "h1.toml:3:18: node.socket-group: no group \"nosuchgroup\" on this host; create it (groupadd nosuchgroup) or name an existing group or gid"
+    );
+    assert_eq!(
+        sg.resolve(|name| (name == "nosuchgroup").then_some(77)),
+        Ok(77)
+    );
+    let by_gid = NetConf::from_str(&text.replace("\"nosuchgroup\"", "77"), "h1.toml").unwrap();
+    assert_eq!(by_gid.node.socket_group.unwrap().resolve(|_| None), Ok(77));
 }
 
 #[test]

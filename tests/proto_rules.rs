@@ -545,3 +545,73 @@ fn a_full_receive_buffer_still_takes_the_repair_it_waits_for() {
         "the head repair was taken and the buffer drained ({delivered} delivered)"
     );
 }
+
+/// A DATA frame of one record from a made-up (node, session).
+fn forged_data(node: u64, session: u32) -> Vec<u8> {
+    use castlog::wire::{Body, DataPayload, DataRepr, Flags, SessionId, TopicId};
+    let record = RecordRepr {
+        topic: TopicId(1),
+        offset: Offset(0),
+        timestamp_ms: 0,
+        key: b"",
+        value: b"forged",
+    };
+    let mut bytes = vec![0u8; record.buffer_len()];
+    record.emit(&mut bytes).unwrap();
+    let data = DataRepr {
+        seq: Seq(5),
+        payload: DataPayload::Records {
+            count: 1,
+            bytes: &bytes,
+        },
+    };
+    FrameRepr::new(
+        castlog::wire::NodeId(node),
+        SessionId(session),
+        Flags::default(),
+        Body::Data(data),
+    )
+    .to_vec()
+    .unwrap()
+}
+
+#[test]
+fn sessions_past_the_limit_are_refused_and_counted_until_silent_ones_are_forgotten() {
+    use castlog::proto::MAX_RECEIVERS;
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let mut b = node(2, &cfg, t0);
+    let flood = MAX_RECEIVERS as u64 + 500;
+    for k in 0..flood {
+        b.handle_datagram(t0, addr(9), Some(G), &forged_data(1_000 + k, k as u32));
+    }
+    let ups = events(&mut b)
+        .iter()
+        .filter(|e| matches!(e, Event::SourceUp { .. }))
+        .count();
+    assert_eq!(ups, MAX_RECEIVERS);
+    assert_eq!(b.stats().sessions_refused, 500);
+    // A real source is locked out while the flood is live...
+    let (mut a, _, frames) = setup(&cfg, 1, t0);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[0]);
+    assert_eq!(b.stats().sessions_refused, 501);
+    // ...and gets in once the made-up sessions have gone silent.
+    let t1 = t0 + cfg.liveness_timeout + Duration::from_millis(10);
+    b.handle_timeout(t1);
+    b.handle_timeout(t1);
+    events(&mut b);
+    a.handle_timeout(t1);
+    for (_, f) in drain(&mut a, t1) {
+        b.handle_datagram(t1, addr(1), Some(G), &f);
+    }
+    b.handle_datagram(t1, addr(1), Some(G), &frames[0]);
+    let delivered: Vec<u64> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Deliver { offset, .. } => Some(offset.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![0]);
+    assert_eq!(b.stats().sessions_refused, 501);
+}

@@ -64,6 +64,10 @@ pub enum Error {
         #[source]
         source: super::keyfile::KeyFileError,
     },
+    /// A netconf value that only this host can check (a `socket-group`
+    /// name), located in the file like every netconf error.
+    #[error("{0}")]
+    Netconf(#[source] crate::netconf::Error),
     #[error("event loop failed: {0}")]
     Poll(#[source] io::Error),
 }

@@ -26,7 +26,7 @@ use mio::{Events, Interest};
 
 use super::ipc::{ConnId, Request, Response};
 use super::publish::{PendingSync, Stalled};
-use super::sockets::{self, OutDatagram, RecvMeta, MAX_BATCH};
+use super::sockets::{self, OutDatagram, RecvMeta, MAX_BATCH, MAX_SEND_BATCH};
 use super::{clock, signals, Daemon, Error, GROUP_TOKEN_BASE, LISTEN_TOKEN};
 use crate::log::Appended;
 use crate::netconf::IdlePolicy;
@@ -47,6 +47,11 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// and retention is applied.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(50);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
+/// Peers remembered at most (`LoopState::peers`, and their names).
+const MAX_PEERS: usize = 4096;
+/// Shortest time between prunes of a full peer table, and how recently a
+/// peer must have been heard to survive one.
+const PEER_PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// One delivered record, as batched for the log.
 pub(super) struct Delivered {
@@ -77,17 +82,21 @@ pub(super) struct TxQueue {
     entries: Vec<(SocketAddr, usize, usize)>,
     sent: usize,
     writable_registered: bool,
+    /// Send runs of equal-sized datagrams as UDP GSO messages (netconf
+    /// `gso` and the kernel both allow it; cleared if a send refuses it).
+    pub gso: bool,
 }
 
 impl TxQueue {
-    pub fn new() -> TxQueue {
+    pub fn new(gso: bool) -> TxQueue {
         TxQueue {
             scratch: vec![0; RECV_BUF_BYTES],
             sealed: Vec::new(),
-            arena: Vec::with_capacity(MAX_BATCH * 1500),
-            entries: Vec::with_capacity(MAX_BATCH * 2),
+            arena: Vec::with_capacity(MAX_SEND_BATCH * 1500),
+            entries: Vec::with_capacity(MAX_SEND_BATCH * 2),
             sent: 0,
             writable_registered: false,
+            gso,
         }
     }
 
@@ -103,10 +112,13 @@ pub(super) struct LoopState {
     group_readable: Vec<bool>,
     recv_bufs: Vec<Vec<u8>>,
     recv_meta: Vec<RecvMeta>,
-    requests: Vec<(ConnId, Request)>,
+    pub(super) requests: Vec<(ConnId, Request)>,
     pub(super) stalled: HashMap<GroupId, VecDeque<Stalled>>,
     /// Payload bytes held by `stalled` (see `publish.rs`).
     pub(super) stalled_payload_bytes: usize,
+    /// No sync record in `stalled` has a deadline before this (it may be
+    /// earlier than the real earliest: a scan then finds none and moves it).
+    pub(super) stalled_sync_deadline: Option<Instant>,
     /// Events drained from the node, reused between rounds.
     events: Vec<Event>,
     /// Sync publishes per group by ticket; a ticket that was stalled gets
@@ -122,6 +134,8 @@ pub(super) struct LoopState {
     pub(super) names: HashMap<NodeId, Arc<str>>,
     next_log_flush: Option<Instant>,
     next_retention: Option<Instant>,
+    /// Earliest time `peers` may be pruned again (see `note_peer`).
+    next_peer_prune: Option<Instant>,
 }
 
 impl Daemon {
@@ -161,6 +175,7 @@ impl Daemon {
             self.handle_requests(now, &mut requests);
             self.loop_state.requests = requests;
             self.send_stalled(now);
+            self.pace_publishers();
             self.node.flush(now);
             self.flush_outputs(now);
             self.expire_syncs(now);
@@ -196,8 +211,9 @@ impl Daemon {
         }
         let ls = &self.loop_state;
         if ls.listen_readable
+            || !ls.requests.is_empty()
             || ls.group_readable.iter().any(|r| *r)
-            || self.subs.is_lagging()
+            || self.subs.is_lagging(&self.ipc)
             || self.group_members.is_lagging()
         {
             return Duration::ZERO;
@@ -267,26 +283,31 @@ impl Daemon {
             let now = clock::now();
             for (meta, buf) in ls.recv_meta.iter().zip(ls.recv_bufs.iter()).take(n) {
                 taken += 1;
-                self.stats.datagrams_received += 1;
                 if meta.truncated {
+                    self.stats.datagrams_received += 1;
                     self.stats.datagrams_truncated += 1;
                     continue;
                 }
-                let Some(bytes) = buf.get(..meta.len) else {
-                    continue;
-                };
                 // netconf `allow`: only listed networks may send on a group.
                 if let Some(conf) = group.and_then(|k| self.netconf.groups.get(k)) {
                     if !conf.allows(meta.from.ip()) {
+                        self.stats.datagrams_received += 1;
                         self.stats.datagrams_denied += 1;
                         continue;
                     }
                 }
-                let Some(bytes) = authenticate(&self.groups, group, bytes) else {
-                    self.stats.datagrams_unauthenticated += 1;
-                    continue;
-                };
-                self.node.handle_datagram(now, meta.from, group_id, bytes);
+                if meta.segment < meta.len {
+                    self.stats.gro_buffers_received += 1;
+                }
+                // One buffer may hold several datagrams coalesced by GRO.
+                for bytes in meta.datagrams(buf) {
+                    self.stats.datagrams_received += 1;
+                    let Some(bytes) = authenticate(&self.groups, group, bytes) else {
+                        self.stats.datagrams_unauthenticated += 1;
+                        continue;
+                    };
+                    self.node.handle_datagram(now, meta.from, group_id, bytes);
+                }
             }
         }
         true
@@ -306,7 +327,7 @@ impl Daemon {
             while bytes < PUBLISH_RUN_BYTES {
                 let same_topic = match (iter.peek(), run.first()) {
                     (Some((_, Request::Publish(next))), Some((_, first))) => {
-                        next.topic == first.topic
+                        Arc::ptr_eq(&next.topic, &first.topic) || next.topic == first.topic
                     }
                     _ => false,
                 };
@@ -367,8 +388,13 @@ impl Daemon {
 
     /// Drains the node's outputs in the contract's order, then serves
     /// subscribers and writes client output.
+    ///
+    /// Deliveries go before transmits: a received record reaches the log
+    /// and its subscribers' sockets first, and the STATUS or NAK it caused
+    /// follows, so the acknowledgement traffic is not on the path of a
+    /// request-response round trip (one `sendmmsg` less before each
+    /// delivery). Published data does not wait either: nothing here is slow.
     fn flush_outputs(&mut self, now: Instant) {
-        self.flush_transmits(now);
         let mut events = std::mem::take(&mut self.loop_state.events);
         loop {
             events.extend(std::iter::from_fn(|| self.node.poll_event()));
@@ -378,7 +404,7 @@ impl Daemon {
             self.handle_events(now, &mut events);
         }
         self.loop_state.events = events;
-        // Events (repair requests, replay answers) may have queued more.
+        self.ipc.flush(self.poll.registry());
         self.flush_transmits(now);
         self.subs
             .catch_up(&mut self.ipc, &mut self.log, &self.loop_state.names);
@@ -402,10 +428,11 @@ impl Daemon {
                         })
                     })
                     .collect();
-                match sockets::send_batch(&self.listen, &datagrams) {
+                match sockets::send_batch(&self.listen, &datagrams, &mut tx.gso) {
                     Ok(n) => {
                         tx.sent += n;
                         self.stats.datagrams_sent += n as u64;
+                        self.stats.send_calls += 1;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.stats.sends_blocked += 1;
@@ -429,7 +456,7 @@ impl Daemon {
             tx.entries.clear();
             tx.arena.clear();
             tx.sent = 0;
-            while tx.entries.len() < MAX_BATCH {
+            while tx.entries.len() < MAX_SEND_BATCH {
                 let Some(t) = self.node.poll_transmit(now, &mut tx.scratch) else {
                     break;
                 };
@@ -526,7 +553,8 @@ impl Daemon {
                     replaced.is_some()
                 );
                 self.loop_state.sources.insert(source, addr);
-                self.loop_state.peers.insert(source, addr);
+                self.note_peer(now, source, addr);
+                self.retry_unanswered(now);
             }
             Event::SourceDown {
                 group,
@@ -554,7 +582,8 @@ impl Daemon {
                     "receiver up group={} receiver={receiver} addr={addr}",
                     self.group_name(group)
                 );
-                self.loop_state.peers.insert(receiver, addr);
+                self.note_peer(now, receiver, addr);
+                self.retry_unanswered(now);
             }
             Event::ReceiverDown { group, receiver } => ::log::info!(
                 "receiver down group={} receiver={receiver}",
@@ -571,18 +600,23 @@ impl Daemon {
                 // Daemons with consumer-group members repeat ANNOUNCE alive
                 // every 500ms: only news is logged.
                 let known = self.loop_state.peers.get(&node) == Some(&addr);
-                if leaving || !known {
-                    ::log::info!(
-                        "peer {} group={} node={node} name={name} addr={addr}",
-                        if leaving { "left" } else { "joined" },
-                        self.group_name(group)
-                    );
-                }
-                self.loop_state.names.insert(node, name);
                 if leaving {
-                    self.loop_state.peers.remove(&node);
-                } else {
-                    self.loop_state.peers.insert(node, addr);
+                    if self.loop_state.peers.remove(&node).is_some() {
+                        ::log::info!(
+                            "peer left group={} node={node} name={name} addr={addr}",
+                            self.group_name(group)
+                        );
+                    }
+                    self.loop_state.names.remove(&node);
+                } else if self.note_peer(now, node, addr) {
+                    self.loop_state.names.insert(node, name.clone());
+                    if !known {
+                        ::log::info!(
+                            "peer joined group={} node={node} name={name} addr={addr}",
+                            self.group_name(group)
+                        );
+                        self.retry_unanswered(now);
+                    }
                 }
             }
             Event::ReplayRead(serve) => self.serve_replay(now, &serve),
@@ -630,7 +664,8 @@ impl Daemon {
                 ..
             }) = iter.peek()
             {
-                if *s != source || *t != topic {
+                // Deliveries of one datagram share the topic's Arc.
+                if *s != source || !(Arc::ptr_eq(t, &topic) || *t == topic) {
                     break;
                 }
                 if let Some(Event::Deliver {
@@ -664,13 +699,17 @@ impl Daemon {
             }
             return;
         }
+        let Some(first) = run.first().map(|d| d.offset) else {
+            return;
+        };
+        if self.is_stalled(topic, source) {
+            self.stats.records_unstored += run.len() as u64;
+            return;
+        }
         let log = match self.log.log(topic, source) {
             Ok(log) => log,
             Err(e) => {
-                self.stats.log_errors += 1;
-                ::log::error!(
-                    "cannot open log for received records topic={topic} source={source} error={e}"
-                );
+                self.log_refused(topic, source, first, run.len(), &e);
                 return;
             }
         };
@@ -686,14 +725,11 @@ impl Daemon {
             value: &d.value,
         });
         if let Err(e) = log.append_replica_batch(clock::wall_ms(), records) {
-            self.stats.log_errors += 1;
-            ::log::error!(
-                "cannot store received records topic={topic} source={source} records={} error={e}",
-                run.len()
-            );
+            self.log_refused(topic, source, next.max(first), run.len(), &e);
             return;
         }
         let name = self.loop_state.names.get(&source).cloned();
+        let mut fresh = Vec::with_capacity(run.len());
         for d in run {
             if d.offset < next {
                 self.stats.records_duplicate += 1;
@@ -701,25 +737,31 @@ impl Daemon {
             }
             next = d.offset.next();
             self.stats.records_stored += 1;
-            self.subs.on_record(
-                &mut self.ipc,
-                &mut self.log,
-                topic,
-                source,
-                name.as_deref(),
-                d.offset,
-                d.timestamp_ms,
-                &d.key,
-                &d.value,
-            );
+            fresh.push(RecordRepr {
+                topic: TopicId(0),
+                offset: d.offset,
+                timestamp_ms: d.timestamp_ms,
+                key: &d.key,
+                value: &d.value,
+            });
+        }
+        self.subs.on_records(
+            &mut self.ipc,
+            &mut self.log,
+            topic,
+            source,
+            name.as_deref(),
+            &fresh,
+        );
+        for d in &fresh {
             self.group_record(
                 topic,
                 source,
                 name.as_deref(),
                 d.offset,
                 d.timestamp_ms,
-                &d.key,
-                &d.value,
+                d.key,
+                d.value,
             );
         }
     }
@@ -736,6 +778,10 @@ impl Daemon {
     ) {
         self.route(topic);
         if self.replay_holds(topic, source, offset, timestamp_ms, key, value) {
+            return;
+        }
+        if self.is_stalled(topic, source) {
+            self.stats.records_unstored += 1;
             return;
         }
         let record = RecordRepr {
@@ -764,25 +810,19 @@ impl Daemon {
             }
             Ok(Appended::Stored(_)) => {}
             Err(e) => {
-                self.stats.log_errors += 1;
-                ::log::error!(
-                    "cannot store received record topic={topic} source={source} offset={offset} error={e}"
-                );
+                self.log_refused(topic, source, offset, 1, &e);
                 return;
             }
         }
         self.stats.records_stored += 1;
         let name = self.loop_state.names.get(&source).cloned();
-        self.subs.on_record(
+        self.subs.on_records(
             &mut self.ipc,
             &mut self.log,
             topic,
             source,
             name.as_deref(),
-            offset,
-            timestamp_ms,
-            key,
-            value,
+            &[record],
         );
         self.group_record(
             topic,
@@ -796,6 +836,7 @@ impl Daemon {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.retry_stalled(now);
         let ls = &mut self.loop_state;
         if ls.next_log_flush.is_none_or(|t| t <= now) {
             ls.next_log_flush = Some(now + LOG_FLUSH_EVERY);
@@ -836,6 +877,40 @@ impl Daemon {
         if let Err(e) = self.log.flush(clock::wall_ms()) {
             ::log::error!("final log flush failed error={e}");
         }
+    }
+
+    /// Remembers `node` as a peer (a place to ask for replays). The table
+    /// is bounded: announcements are one frame each, and made-up node ids
+    /// cost nothing to send. When it is full, peers not heard from (as a
+    /// source, or as a receiver of our sessions) for [`PEER_PRUNE_EVERY`]
+    /// are dropped, at most once per that period; a new peer that still
+    /// finds no room is refused and counted.
+    fn note_peer(&mut self, now: Instant, node: NodeId, addr: SocketAddr) -> bool {
+        let ls = &mut self.loop_state;
+        if ls.peers.len() >= MAX_PEERS && !ls.peers.contains_key(&node) {
+            if ls.next_peer_prune.is_none_or(|t| t <= now) {
+                ls.next_peer_prune = Some(now + PEER_PRUNE_EVERY);
+                let heard = |n: &NodeId| {
+                    self.node
+                        .last_heard(*n)
+                        .is_some_and(|t| now.saturating_duration_since(t) < PEER_PRUNE_EVERY)
+                };
+                let sources = &ls.sources;
+                ls.peers.retain(|n, _| sources.contains_key(n) || heard(n));
+                let peers = &ls.peers;
+                ls.names.retain(|n, _| peers.contains_key(n));
+                ::log::warn!(
+                    "peer table full, pruned unheard peers left={}",
+                    ls.peers.len()
+                );
+            }
+            if ls.peers.len() >= MAX_PEERS {
+                self.stats.peers_refused += 1;
+                return false;
+            }
+        }
+        ls.peers.insert(node, addr);
+        true
     }
 
     pub(super) fn group_name(&self, group: GroupId) -> &str {

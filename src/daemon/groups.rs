@@ -54,6 +54,9 @@ pub(super) struct GroupMembers {
     /// The table as last written, to write only groups that changed.
     saved: BTreeMap<CommitKey, Offset>,
     lagging: bool,
+    /// Every stream still catching up waits for a member's socket to drain:
+    /// the loop may sleep (the member's WRITABLE event wakes it).
+    lagging_blocked: bool,
     /// Next offset of each log a group routes, for the lag report.
     log_ends: BTreeMap<(Arc<str>, NodeId), Offset>,
 }
@@ -89,9 +92,10 @@ impl GroupMembers {
         (members, loaded)
     }
 
-    /// Whether a member is catching up from the log (poll without sleeping).
+    /// Whether a member is catching up from the log and can take more now
+    /// (poll without sleeping).
     pub fn is_lagging(&self) -> bool {
-        self.lagging
+        self.lagging && !self.lagging_blocked
     }
 
     fn member_of(&self, conn: ConnId, group: &str) -> Option<(Arc<str>, Member)> {
@@ -379,6 +383,7 @@ impl Daemon {
 
     fn group_catch_up(&mut self) {
         let mut still = false;
+        let mut progressed = false;
         for (group, topic, source, from) in self.node.consumers().catching_up() {
             // A member that cannot take more holds the stream's feed back.
             let backed_up = self
@@ -392,6 +397,7 @@ impl Daemon {
                 still = true;
                 continue;
             }
+            progressed = true;
             let Ok(log) = self.log.log(&topic, source) else {
                 continue;
             };
@@ -469,6 +475,7 @@ impl Daemon {
             }
         }
         self.group_members.lagging = still;
+        self.group_members.lagging_blocked = still && !progressed;
     }
 
     /// Tells the clustering members of `group` on this stream that offsets

@@ -16,7 +16,11 @@
 //! edge-triggered), but at most [`READ_BUDGET_BYTES`] per event, so a fast
 //! publisher cannot starve the network sockets; when the budget runs out the
 //! connection is re-registered, which re-arms the edge and brings it back in
-//! the next poll. Output is buffered per connection and written by
+//! the next poll. While the daemon holds too many records back for the flow
+//! window, it pauses reading connections that publish ([`set_paused`]): their
+//! next bytes stay in the socket, so the client's writes block, which is
+//! the publisher's backpressure (Aeron's `BACK_PRESSURED`, Kafka's full
+//! `buffer.memory`); other connections are read as usual. Output is buffered per connection and written by
 //! [`IpcServer::flush`] (or on the next writable event): one `write` carries
 //! many frames.
 
@@ -36,7 +40,7 @@ pub use crate::wire::ipc::{DeliveryRef, Request, Response};
 pub type ConnId = usize;
 
 /// Most bytes read from one connection per readiness event.
-pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+pub const READ_BUDGET_BYTES: usize = 1024 * 1024;
 /// Output buffer capacity an idle connection keeps.
 const IDLE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Bytes asked of the kernel per `read` call.
@@ -54,6 +58,8 @@ pub struct IpcStats {
     pub frames_unencodable: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
+    /// Times reading publishers was paused by flow-control backlog.
+    pub publisher_pauses: u64,
 }
 
 /// The client-facing Unix socket and its connections.
@@ -75,6 +81,10 @@ pub struct IpcServer {
     /// One read buffer shared by all connections (see `read_all`).
     scratch: Vec<u8>,
     stats: IpcStats,
+    /// Reading publishers is paused (see the module doc).
+    paused: bool,
+    /// Publishing connections that became readable while paused.
+    deferred: Vec<ConnId>,
 }
 
 #[derive(Debug)]
@@ -87,6 +97,12 @@ struct Conn {
     writable_registered: bool,
     in_dirty: bool,
     is_broken: bool,
+    /// Has sent a PUBLISH: paused with the others while the daemon's
+    /// flow-control backlog is too large.
+    publishes: bool,
+    in_deferred: bool,
+    /// Topic of the last PUBLISH, shared by the next ones to it.
+    last_topic: Option<std::sync::Arc<str>>,
 }
 
 impl IpcServer {
@@ -128,6 +144,8 @@ impl IpcServer {
             broken: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
             stats: IpcStats::default(),
+            paused: false,
+            deferred: Vec::new(),
         })
     }
 
@@ -160,9 +178,59 @@ impl IpcServer {
             self.write_pending(registry, id);
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
+            if self.paused && self.defer(id) {
+                return;
+            }
             self.read_all(registry, id, out);
         }
         self.report_broken(registry, out);
+    }
+
+    /// Pauses or resumes reading publishing connections. Resuming reads
+    /// every connection that became readable meanwhile (the edge it had
+    /// would not come again), so requests appear in `out`.
+    pub fn set_paused(
+        &mut self,
+        registry: &Registry,
+        paused: bool,
+        out: &mut Vec<(ConnId, Request)>,
+    ) {
+        if self.paused == paused {
+            return;
+        }
+        self.paused = paused;
+        if paused {
+            self.stats.publisher_pauses += 1;
+            return;
+        }
+        for id in std::mem::take(&mut self.deferred) {
+            if let Some(Some(conn)) = self.conns.get_mut(id) {
+                conn.in_deferred = false;
+            }
+            self.read_all(registry, id, out);
+        }
+        self.report_broken(registry, out);
+    }
+
+    /// Whether reading publishers is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Keeps a publishing connection's read for `set_paused(false)`;
+    /// returns false for a connection that is read anyway.
+    fn defer(&mut self, id: ConnId) -> bool {
+        let Some(Some(conn)) = self.conns.get_mut(id) else {
+            return false;
+        };
+        if !conn.publishes || conn.is_broken {
+            return false;
+        }
+        if !conn.in_deferred {
+            conn.in_deferred = true;
+            self.deferred.push(id);
+        }
+        true
     }
 
     /// Queues a response (buffered; flushed by `flush()` or on writable).
@@ -204,6 +272,28 @@ impl IpcServer {
             Some(Some(c)) => c.wbuf.len() - c.wpos,
             _ => 0,
         }
+    }
+
+    /// netconf `socket-group`: hands the socket file to group `gid` and opens
+    /// it to that group (mode 0660), so its members' programs may connect
+    /// without running as the daemon's user. Until this runs the socket is
+    /// 0600, so there is no moment when it is more open than configured.
+    pub fn share_with_group(&self, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::chown(&self.path, None, Some(gid)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot give ipc socket {} to group {gid}: {e} (the daemon must run as root or be a member of the group)",
+                    self.path.display()
+                ),
+            )
+        })?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o660))?;
+        ::log::info!(
+            "ipc socket shared with group path={} gid={gid} mode=0660",
+            self.path.display()
+        );
+        Ok(())
     }
 
     /// The socket file's path.
@@ -248,6 +338,9 @@ impl IpcServer {
                         writable_registered: false,
                         in_dirty: false,
                         is_broken: false,
+                        publishes: false,
+                        in_deferred: false,
+                        last_topic: None,
                     };
                     if id == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -297,7 +390,14 @@ impl IpcServer {
                     conn.rbuf.extend_from_slice(&scratch[..n]);
                     budget = budget.saturating_sub(n);
                     self.stats.bytes_received += n as u64;
-                    if let Err(e) = decode_frames(id, &mut conn.rbuf, out, &mut self.stats) {
+                    let before = out.len();
+                    let decoded = decode_frames(id, conn, out, &mut self.stats);
+                    if !conn.publishes {
+                        conn.publishes = out[before..]
+                            .iter()
+                            .any(|(_, r)| matches!(r, Request::Publish(_)));
+                    }
+                    if let Err(e) = decoded {
                         self.stats.frames_malformed += 1;
                         ::log::warn!(
                             "closing ipc connection on malformed frame conn={id} error={e}"
@@ -455,14 +555,15 @@ impl Conn {
 /// frames before it are kept in `out` and the error is returned.
 fn decode_frames(
     id: ConnId,
-    rbuf: &mut BytesMut,
+    conn: &mut Conn,
     out: &mut Vec<(ConnId, Request)>,
     stats: &mut IpcStats,
 ) -> crate::wire::Result<()> {
     let mut largest = 0;
+    let rbuf = &mut conn.rbuf;
     while let Some(frame) = take_frame(rbuf)? {
         largest = largest.max(frame.len());
-        let request = Request::parse(&frame)?;
+        let request = Request::parse_interning(&frame, &mut conn.last_topic)?;
         if matches!(request, Request::Disconnected) {
             // Unreachable from the wire (parse never yields it); kept as a
             // guard so a client can never fake a disconnect.

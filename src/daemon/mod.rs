@@ -129,8 +129,21 @@ impl Daemon {
         })?;
 
         let poll = Poll::new().map_err(Error::Poll)?;
-        let offload = sockets::detect_offload();
-        ::log::info!("udp offload gso={} gro={}", offload.gso, offload.gro);
+        let detected = sockets::detect_offload();
+        // netconf `gso = false` on any group switches the offloads off for
+        // the listen socket, which sends for every group.
+        let all_want_gso = netconf.groups.iter().all(|g| g.gso);
+        let offload = sockets::Offload {
+            gso: detected.gso && all_want_gso,
+            gro: detected.gro && all_want_gso,
+        };
+        ::log::info!(
+            "udp offload kernel_gso={} kernel_gro={} gso={} gro={}",
+            detected.gso,
+            detected.gro,
+            offload.gso,
+            offload.gro
+        );
 
         let listen_buffers =
             netconf
@@ -146,6 +159,9 @@ impl Daemon {
             listen_buffers,
             multicast_send(&netconf),
         )?;
+        if offload.gro {
+            sockets::enable_gro(&listen.socket);
+        }
         poll.registry()
             .register(&mut listen.socket, LISTEN_TOKEN, mio::Interest::READABLE)
             .map_err(Error::Poll)?;
@@ -171,6 +187,9 @@ impl Daemon {
                 None => None,
             };
             let mut opened = sockets::open_group(bind, buffer_sizes(g))?;
+            if detected.gro && g.gso {
+                sockets::enable_gro(&opened.socket);
+            }
             poll.registry()
                 .register(
                     &mut opened.socket,
@@ -199,12 +218,23 @@ impl Daemon {
             Some(addr) => Some(console::Console::start(addr)?),
             None => None,
         };
+        // Resolved before the socket exists, so a bad name leaves nothing behind.
+        let socket_gid = match &netconf.node.socket_group {
+            Some(g) => Some(g.resolve(group_id_of).map_err(Error::Netconf)?),
+            None => None,
+        };
         let ipc = IpcServer::bind(&socket_path, poll.registry(), IPC_TOKEN).map_err(|source| {
             Error::Ipc {
                 path: socket_path.clone(),
                 source,
             }
         })?;
+        if let Some(gid) = socket_gid {
+            ipc.share_with_group(gid).map_err(|source| Error::Ipc {
+                path: socket_path.clone(),
+                source,
+            })?;
+        }
         ::log::info!(
             "castlogd started name={} node={} listen={} data_dir={} socket={}",
             name,
@@ -223,7 +253,7 @@ impl Daemon {
             listen_addr: listen.local_addr,
             groups,
             routes: HashMap::new(),
-            tx: TxQueue::new(),
+            tx: TxQueue::new(offload.gso),
             ipc,
             log,
             subs: Subscriptions::open(&data_dir),
@@ -418,6 +448,33 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, Error> {
         });
     }
     Ok(file)
+}
+
+/// The gid of group `name` in this host's group database (getgrnam_r, so
+/// NSS sources such as LDAP count too), for netconf `socket-group`.
+fn group_id_of(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // SAFETY: all-zero bytes are a valid `group` (null pointers, 0 gid).
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call, `buf` for its length.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 22) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        return (rc == 0 && !found.is_null()).then_some(grp.gr_gid);
+    }
 }
 
 /// The kernel's host name, for `node.name`'s default.

@@ -22,7 +22,7 @@ use super::{clock, Daemon};
 use crate::log::NewRecord;
 use crate::proto::{GroupId, PublishError, Ticket};
 use crate::wire::ipc::{Failure, FailureKind, Publish, PublishMode};
-use crate::wire::Offset;
+use crate::wire::{Offset, RecordRepr, TopicId};
 
 /// Sync publish timeout when the client sends 0.
 const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +33,18 @@ const STALLED_MAX: usize = 4 << 20;
 /// Payload bytes of waiting records kept in memory (all groups); beyond
 /// it, waiting records are read back from the log.
 pub(super) const STALLED_PAYLOAD_MAX_BYTES: usize = 64 << 20;
+/// Waiting payload bytes at which the daemon stops reading publishing
+/// clients, and below which it starts again. Reading on while the window is
+/// shut would only move records from the client's socket into the log and
+/// read them back one by one later; pausing first keeps a fast one-way
+/// publisher in memory and the spill above for several publishers at once.
+/// Small, because a waiting record costs a queue entry and a second pass,
+/// and the client's socket buffer holds the rest for free.
+const PAUSE_PUBLISHERS_AT_BYTES: usize = 4 << 20;
+const RESUME_PUBLISHERS_AT_BYTES: usize = 1 << 20;
+/// The same in records, for small records.
+const PAUSE_PUBLISHERS_AT_RECORDS: usize = 16 << 10;
+const RESUME_PUBLISHERS_AT_RECORDS: usize = 4 << 10;
 
 /// A record already in the log, waiting for the flow window to send it.
 pub(super) struct Stalled {
@@ -152,32 +164,44 @@ impl Daemon {
                 return refuse(self, &run, FailureKind::Log, e.to_string());
             }
         };
-        let topic: Arc<str> = Arc::from(topic_name.as_str());
+        let topic: Arc<str> = topic_name.clone();
         let name = self.name.clone();
-        for (k, ((conn, p), timestamp_ms)) in run.into_iter().zip(timestamps).enumerate() {
-            let offset = Offset(first.0 + k as u64);
-            self.stats.records_published += 1;
-            // Local subscribers see our own records too.
-            self.subs.on_record(
-                &mut self.ipc,
-                &mut self.log,
-                &topic,
-                self.node_id,
-                Some(&name),
-                offset,
-                timestamp_ms,
-                &p.key,
-                &p.value,
-            );
+        self.stats.records_published += run.len() as u64;
+        // Local subscribers see our own records too.
+        let reprs: Vec<RecordRepr<'_>> = run
+            .iter()
+            .zip(&timestamps)
+            .enumerate()
+            .map(|(k, ((_, p), ts))| RecordRepr {
+                topic: TopicId(0),
+                offset: Offset(first.0 + k as u64),
+                timestamp_ms: *ts,
+                key: &p.key,
+                value: &p.value,
+            })
+            .collect();
+        self.subs.on_records(
+            &mut self.ipc,
+            &mut self.log,
+            &topic,
+            self.node_id,
+            Some(&name),
+            &reprs,
+        );
+        for r in &reprs {
             self.group_record(
                 &topic,
                 self.node_id,
                 Some(&name),
-                offset,
-                timestamp_ms,
-                &p.key,
-                &p.value,
+                r.offset,
+                r.timestamp_ms,
+                r.key,
+                r.value,
             );
+        }
+        drop(reprs);
+        for (k, ((conn, p), timestamp_ms)) in run.into_iter().zip(timestamps).enumerate() {
+            let offset = Offset(first.0 + k as u64);
             if p.mode == PublishMode::Async {
                 let request_id = p.request_id;
                 self.ipc
@@ -223,6 +247,12 @@ impl Daemon {
             self.stats.publishes_spilled += 1;
         }
         ls.stalled_payload_bytes += r.payload_len();
+        if let Some((_, _, PublishMode::Sync, deadline)) = r.reply {
+            ls.stalled_sync_deadline = Some(
+                ls.stalled_sync_deadline
+                    .map_or(deadline, |d| d.min(deadline)),
+            );
+        }
         let q = ls.stalled.entry(group).or_default();
         if front {
             q.push_front(r);
@@ -353,6 +383,20 @@ impl Daemon {
         }
     }
 
+    /// Pauses reading publishing clients while the flow-control backlog is
+    /// large, and resumes (taking what they sent meanwhile) once it drained.
+    pub(super) fn pace_publishers(&mut self) {
+        let bytes = self.loop_state.stalled_payload_bytes;
+        let records: usize = self.loop_state.stalled.values().map(VecDeque::len).sum();
+        let pause = if self.ipc.is_paused() {
+            bytes > RESUME_PUBLISHERS_AT_BYTES || records > RESUME_PUBLISHERS_AT_RECORDS
+        } else {
+            bytes > PAUSE_PUBLISHERS_AT_BYTES || records > PAUSE_PUBLISHERS_AT_RECORDS
+        };
+        let requests = &mut self.loop_state.requests;
+        self.ipc.set_paused(self.poll.registry(), pause, requests);
+    }
+
     /// Answers every sync publish of `group` up to `ticket`.
     pub(super) fn complete_syncs(&mut self, group: GroupId, ticket: Ticket) {
         let done: Vec<(GroupId, Ticket)> = self
@@ -420,30 +464,43 @@ impl Daemon {
             );
         }
         // Stalled sync records whose deadline passed before they were even
-        // sent: answer now, keep the record (it is in the log).
+        // sent: answer now, keep the record (it is in the log). Scanned only
+        // once the earliest such deadline passed: a fast one-way publisher
+        // can have a million records waiting, and this runs every round.
+        if self
+            .loop_state
+            .stalled_sync_deadline
+            .is_none_or(|d| d > now)
+        {
+            return;
+        }
+        let mut earliest: Option<Instant> = None;
         for q in self.loop_state.stalled.values_mut() {
             for r in q.iter_mut() {
                 if let Some((conn, request_id, PublishMode::Sync, deadline)) = r.reply {
-                    if deadline <= now {
-                        r.reply = None;
-                        self.stats.syncs_timed_out += 1;
-                        let failure = Failure {
-                            kind: FailureKind::Timeout {
-                                waiting_for: Vec::new(),
-                            },
-                            message: "flow control held the record past the timeout".into(),
-                        };
-                        self.ipc.send(
-                            conn,
-                            &Response::PublishFailed {
-                                request_id,
-                                failure,
-                            },
-                        );
+                    if deadline > now {
+                        earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                        continue;
                     }
+                    r.reply = None;
+                    self.stats.syncs_timed_out += 1;
+                    let failure = Failure {
+                        kind: FailureKind::Timeout {
+                            waiting_for: Vec::new(),
+                        },
+                        message: "flow control held the record past the timeout".into(),
+                    };
+                    self.ipc.send(
+                        conn,
+                        &Response::PublishFailed {
+                            request_id,
+                            failure,
+                        },
+                    );
                 }
             }
         }
+        self.loop_state.stalled_sync_deadline = earliest;
     }
 
     /// The earliest sync-publish deadline, for the poll timeout.

@@ -11,10 +11,16 @@
 //! that skipped ahead never takes the skipped offsets back. When the replay
 //! ends the held records are appended after it, and anything still missing
 //! stays a hole that subscribers see as a gap notice.
+//!
+//! A log that refuses records (disk full, I/O error) is *stalled*: records of
+//! that (topic, source) are dropped rather than appended past the refused
+//! one, which would leave a hole the log never takes back, and after a
+//! backoff a fill from the log's end fetches them again from the source (or
+//! any holder) until the disk takes them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -27,11 +33,29 @@ use crate::wire::{NodeId, Offset, RecordRepr, ReplayStatus, TopicId};
 /// the hole accepted: bounds memory if the source is slow to answer.
 const HELD_MAX: usize = 1 << 18;
 
+/// First wait before a stalled log is filled again; it doubles per refusal
+/// up to [`STALL_RETRY_MAX`], so a full disk costs a replay request every
+/// few seconds, and space that returns is used within that time.
+const STALL_RETRY_FIRST: Duration = Duration::from_millis(100);
+const STALL_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// Replays this node asked for, and the live records held meanwhile.
 #[derive(Default)]
 pub(super) struct Replays {
     by_id: HashMap<ReplayId, (Arc<str>, NodeId)>,
     filling: HashMap<(Arc<str>, NodeId), Filling>,
+    /// Logs that refused records, until a fill after the refusal ends.
+    stalled: HashMap<(Arc<str>, NodeId), Stall>,
+    /// Logs whose last fill no node answered: filled again when a node
+    /// comes up.
+    unanswered: HashSet<(Arc<str>, NodeId)>,
+}
+
+/// A log that refused records: nothing of it is appended until a fill
+/// started at `retry_at` fetches again from where it stopped.
+struct Stall {
+    retry_at: Instant,
+    backoff: Duration,
 }
 
 struct Filling {
@@ -154,6 +178,16 @@ impl Daemon {
         if self.replays.filling.contains_key(&key) {
             return;
         }
+        // A stalled log is filled on its own schedule, not on every
+        // heartbeat that shows it behind.
+        if self
+            .replays
+            .stalled
+            .get(&key)
+            .is_some_and(|s| now < s.retry_at)
+        {
+            return;
+        }
         let Some(peer) = self.replay_candidates(source, &[]).into_iter().next() else {
             return;
         };
@@ -195,6 +229,80 @@ impl Daemon {
             }
         }
         out
+    }
+
+    /// A log refused records (`error` says why): remember to fill it from
+    /// its end after a backoff, and stop the fill that was feeding it, if
+    /// any (what it would bring is refused too). Logged once per stall.
+    pub(super) fn log_refused(
+        &mut self,
+        topic: &Arc<str>,
+        source: NodeId,
+        from: Offset,
+        records: usize,
+        error: &crate::log::Error,
+    ) {
+        let now = clock::now();
+        self.stats.log_errors += 1;
+        self.stats.records_unstored += records as u64;
+        let key = (topic.clone(), source);
+        let stall = match self.replays.stalled.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                ::log::error!(
+                    "log refused received records, refilling when it takes them topic={topic} source={source} from={from} error={error}"
+                );
+                self.stats.logs_stalled += 1;
+                e.insert(Stall {
+                    retry_at: now,
+                    backoff: STALL_RETRY_FIRST,
+                })
+            }
+        };
+        stall.retry_at = now + stall.backoff;
+        stall.backoff = (stall.backoff * 2).min(STALL_RETRY_MAX);
+        if let Some(f) = self.replays.filling.remove(&key) {
+            self.node.cancel_replay(f.id);
+            self.replays.by_id.remove(&f.id);
+        }
+    }
+
+    /// Whether records of this (topic, source) are refused by its log and
+    /// wait for a refill (they are dropped, and counted, meanwhile).
+    pub(super) fn is_stalled(&self, topic: &Arc<str>, source: NodeId) -> bool {
+        !self.replays.stalled.is_empty()
+            && self.replays.stalled.contains_key(&(topic.clone(), source))
+    }
+
+    /// Starts the fills of stalled logs whose backoff has passed. The next
+    /// try is scheduled now, so a fill that cannot start (no holder heard
+    /// yet) is tried again later.
+    pub(super) fn retry_stalled(&mut self, now: Instant) {
+        if self.replays.stalled.is_empty() {
+            return;
+        }
+        let due: Vec<(Arc<str>, NodeId)> = self
+            .replays
+            .stalled
+            .iter()
+            .filter(|(k, s)| s.retry_at <= now && !self.replays.filling.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (topic, source) in due {
+            let from = self.log.log(&topic, source).map(|l| l.next_offset());
+            let Ok(from) = from else {
+                if let Some(s) = self.replays.stalled.get_mut(&(topic.clone(), source)) {
+                    s.retry_at = now + s.backoff;
+                    s.backoff = (s.backoff * 2).min(STALL_RETRY_MAX);
+                }
+                continue;
+            };
+            self.stats.log_refills_started += 1;
+            self.start_fill(now, source, &topic, from);
+            if let Some(s) = self.replays.stalled.get_mut(&(topic, source)) {
+                s.retry_at = now + s.backoff;
+            }
+        }
     }
 
     /// Whether a replay is filling this (topic, source) log right now.
@@ -300,7 +408,43 @@ impl Daemon {
                     }
                 }
             }
-            _ => self.finish_fill(id),
+            // A stalled log's records are held by its source, which did not
+            // serve them this time: try again on the stall's schedule rather
+            // than append the held records past a hole.
+            _ if !matches!(outcome, ReplayOutcome::Complete { .. })
+                && self.replays.stalled.contains_key(&key) =>
+            {
+                self.replays.by_id.remove(&id);
+                self.replays.filling.remove(&key);
+            }
+            _ => {
+                // Nobody answered: nobody said the range is gone either. A
+                // restarted source advertises no topic until it publishes
+                // again, so nothing else would start this fill again; a
+                // node coming up does (see `retry_unanswered`).
+                if outcome == ReplayOutcome::TimedOut {
+                    ::log::info!(
+                        "replay unanswered, waiting for a holder topic={topic} source={source}"
+                    );
+                    self.replays.unanswered.insert(key);
+                }
+                self.finish_fill(id);
+            }
+        }
+    }
+
+    /// A node came up (a source, a receiver, an announced peer): it may
+    /// hold what an unanswered replay asked for, so ask again from where
+    /// each of those logs ends.
+    pub(super) fn retry_unanswered(&mut self, now: Instant) {
+        if self.replays.unanswered.is_empty() {
+            return;
+        }
+        for (topic, source) in std::mem::take(&mut self.replays.unanswered) {
+            let Ok(from) = self.log.log(&topic, source).map(|l| l.next_offset()) else {
+                continue;
+            };
+            self.start_fill(now, source, &topic, from);
         }
     }
 
@@ -312,6 +456,16 @@ impl Daemon {
         let Some(f) = self.replays.filling.remove(&key) else {
             return;
         };
+        // The log took everything the fill brought (a refusal would have
+        // removed the fill): it is no longer stalled. Held records it
+        // refuses stall it again.
+        if self.replays.stalled.remove(&key).is_some() {
+            ::log::info!(
+                "log takes records again, refilled topic={} source={}",
+                key.0,
+                key.1
+            );
+        }
         let (topic, source) = key;
         let name = self.loop_state.names.get(&source).cloned();
         for h in f.held {
@@ -333,6 +487,10 @@ impl Daemon {
         name: Option<&str>,
         r: &RecordRepr<'_>,
     ) {
+        if self.is_stalled(topic, source) && !self.is_filling(topic, source) {
+            self.stats.records_unstored += 1;
+            return;
+        }
         let stored = self
             .log
             .log(topic, source)
@@ -341,24 +499,16 @@ impl Daemon {
             Ok(Appended::Duplicate) => self.stats.records_duplicate += 1,
             Ok(_) => {
                 self.stats.records_stored += 1;
-                self.subs.on_record(
+                self.subs.on_records(
                     &mut self.ipc,
                     &mut self.log,
                     topic,
                     source,
                     name,
-                    r.offset,
-                    r.timestamp_ms,
-                    r.key,
-                    r.value,
+                    std::slice::from_ref(r),
                 );
             }
-            Err(e) => {
-                self.stats.log_errors += 1;
-                ::log::error!(
-                    "cannot store replayed record topic={topic} source={source} error={e}"
-                );
-            }
+            Err(e) => self.log_refused(topic, source, r.offset, 1, &e),
         }
     }
 }

@@ -11,8 +11,10 @@ use super::Daemon;
 pub struct Stats {
     /// Returns from `poll`.
     pub loop_rounds: u64,
-    /// Datagrams read from any UDP socket.
+    /// Datagrams read from any UDP socket (each one of a GRO buffer counts).
     pub datagrams_received: u64,
+    /// Receive buffers in which the kernel coalesced several datagrams (GRO).
+    pub gro_buffers_received: u64,
     /// Datagrams longer than the receive buffer (dropped, never parsed).
     pub datagrams_truncated: u64,
     /// Datagrams from a source outside the group's netconf `allow` list.
@@ -22,6 +24,9 @@ pub struct Stats {
     pub datagrams_unauthenticated: u64,
     /// Datagrams handed to the kernel.
     pub datagrams_sent: u64,
+    /// `sendmmsg` calls that sent something: `datagrams_sent / send_calls`
+    /// is the batching achieved.
+    pub send_calls: u64,
     /// Datagrams the kernel refused (no route, firewall, ICMP error).
     pub datagrams_send_failed: u64,
     /// Times a send would have blocked (the rest waited for WRITABLE).
@@ -57,6 +62,16 @@ pub struct Stats {
     pub gaps_seen: u64,
     /// Log operations that failed.
     pub log_errors: u64,
+    /// Received records our log refused (disk full, I/O error), or that
+    /// came for a log while it refused; a refill fetches them again.
+    pub records_unstored: u64,
+    /// Times a (topic, source) log started refusing records.
+    pub logs_stalled: u64,
+    /// Fills started to fetch again what a refusing log dropped.
+    pub log_refills_started: u64,
+    /// New peers not remembered because the peer table was full of peers
+    /// heard recently (a flood of announcements from made-up nodes).
+    pub peers_refused: u64,
 }
 
 impl Daemon {

@@ -22,7 +22,7 @@ use super::ipc::{ConnId, DeliveryRef, IpcServer, Response};
 use crate::log::LogDir;
 use crate::netconf::TopicPattern;
 use crate::wire::ipc::{Commit, Failure, FailureKind, GapNotice, GapReason, StartFrom, Subscribe};
-use crate::wire::{NodeId, Offset};
+use crate::wire::{NodeId, Offset, RecordRepr};
 
 /// Bytes queued to one connection above which live records wait in the log
 /// (and catch-up stops) until the client has read some: a slow subscriber
@@ -191,25 +191,33 @@ impl Subscriptions {
     }
 
     /// Whether some subscription may have records to read from the log.
-    pub fn is_lagging(&self) -> bool {
-        self.subs.iter().any(|s| s.lagging)
+    /// Whether a subscriber is behind and its connection can take more now.
+    /// One whose output is full does not count: spinning would not help it,
+    /// and its connection's WRITABLE event wakes the loop when it drains.
+    pub fn is_lagging(&self, ipc: &IpcServer) -> bool {
+        self.subs
+            .iter()
+            .any(|s| s.lagging && ipc.backlog(s.conn) < BACKLOG_LIMIT)
     }
 
-    /// A record was just appended to the log: push it to every subscription
-    /// whose cursor is exactly there and whose connection is not backed up.
+    /// A run of records of one (topic, source) just written to the log, in
+    /// offset order: each subscriber whose cursor is at a record and whose
+    /// connection has room gets it live; one that is behind is marked
+    /// lagging and served from the log by `catch_up`. The pattern match and
+    /// the cursor lookup happen once per subscriber per run, not per record.
     #[allow(clippy::too_many_arguments)]
-    pub fn on_record(
+    pub fn on_records<'r>(
         &mut self,
         ipc: &mut IpcServer,
         log: &mut LogDir,
         topic: &Arc<str>,
         source: NodeId,
         source_name: Option<&str>,
-        offset: Offset,
-        timestamp_ms: u64,
-        key: &[u8],
-        value: &[u8],
+        records: &[RecordRepr<'r>],
     ) {
+        let Some(first) = records.first() else {
+            return;
+        };
         for k in 0..self.subs.len() {
             let Some(sub) = self.subs.get(k) else { break };
             if !sub.pattern.matches(topic) {
@@ -218,29 +226,31 @@ impl Subscriptions {
             let cursor_key = (topic.clone(), source);
             let start = match sub.cursors.get(&cursor_key) {
                 Some(c) => *c,
-                None => self.start_for(sub, topic, source, log, Some(offset)),
+                None => self.start_for(sub, topic, source, log, Some(first.offset)),
             };
             let Some(sub) = self.subs.get_mut(k) else {
                 break;
             };
             let cursor = sub.cursors.entry(cursor_key).or_insert(start);
-            if *cursor == offset && ipc.backlog(sub.conn) < BACKLOG_LIMIT {
-                ipc.send_record(
-                    sub.conn,
-                    &DeliveryRef {
-                        sub_id: sub.sub_id,
-                        topic,
-                        source,
-                        source_name,
-                        offset,
-                        timestamp_ms,
-                        key,
-                        value,
-                    },
-                );
-                *cursor = offset.next();
-            } else if *cursor <= offset {
-                sub.lagging = true;
+            for r in records {
+                if *cursor == r.offset && ipc.backlog(sub.conn) < BACKLOG_LIMIT {
+                    ipc.send_record(
+                        sub.conn,
+                        &DeliveryRef {
+                            sub_id: sub.sub_id,
+                            topic,
+                            source,
+                            source_name,
+                            offset: r.offset,
+                            timestamp_ms: r.timestamp_ms,
+                            key: r.key,
+                            value: r.value,
+                        },
+                    );
+                    *cursor = r.offset.next();
+                } else if *cursor <= r.offset {
+                    sub.lagging = true;
+                }
             }
         }
     }

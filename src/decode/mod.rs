@@ -143,6 +143,10 @@ pub struct DecodeStats {
     pub datagrams_foreign: u64,
     pub frames_decoded: u64,
     pub frames_invalid: u64,
+    /// UDP packets that held several castlog datagrams back to back: a
+    /// capture on a host that sends with UDP GSO sees the run before the
+    /// kernel (or the NIC) cuts it; each datagram is decoded on its own.
+    pub gso_packets_split: u64,
 }
 
 /// Frames and counters of one capture.
@@ -186,13 +190,19 @@ pub fn decode_capture(bytes: &[u8]) -> Result<Capture, DecodeError> {
             stats.datagrams_foreign += 1;
             continue;
         }
-        let frame = decode_datagram(&packet, &udp);
-        if frame.error.is_some() {
-            stats.frames_invalid += 1;
-        } else {
-            stats.frames_decoded += 1;
+        let segment = gso_segment_len(udp.payload);
+        if segment < udp.payload.len() {
+            stats.gso_packets_split += 1;
         }
-        frames.push(frame);
+        for payload in udp.payload.chunks(segment.max(1)) {
+            let frame = decode_datagram(&packet, &Udp { payload, ..udp });
+            if frame.error.is_some() {
+                stats.frames_invalid += 1;
+            } else {
+                stats.frames_decoded += 1;
+            }
+            frames.push(frame);
+        }
     }
     Ok(Capture {
         link_type: reader.link_type().unwrap_or(link_type),
@@ -237,6 +247,7 @@ impl<'a> Iterator for Reader<'a> {
 }
 
 /// A UDP datagram lifted out of a packet.
+#[derive(Clone, Copy)]
 struct Udp<'a> {
     source: SocketAddr,
     destination: SocketAddr,
@@ -342,6 +353,29 @@ fn is_ip_family(family: &[u8], little_endian: bool) -> bool {
     matches!(v, 2 | 10 | 24 | 28 | 30)
 }
 
+/// The length of the first datagram in a UDP payload when the payload is a
+/// GSO run (a whole castlog frame, plus its AUTH trailer when sealed,
+/// followed by another frame's magic); the payload's length otherwise. GSO
+/// cuts a run into equal segments (the last may be shorter), so the first
+/// datagram's length is the segment size.
+fn gso_segment_len(payload: &[u8]) -> usize {
+    if payload.len() < HEADER_LEN {
+        return payload.len();
+    }
+    let header = Frame::new_unchecked(payload);
+    let mut first = header.frame_len() as usize;
+    if header.flags().contains(Flags::AUTH) {
+        first = first.saturating_add(auth::TRAILER_LEN);
+    }
+    let next_is_frame =
+        payload.get(first..first.saturating_add(2)) == Some(&MAGIC.to_be_bytes()[..]);
+    if first >= HEADER_LEN && first < payload.len() && next_is_frame {
+        first
+    } else {
+        payload.len()
+    }
+}
+
 fn decode_datagram(packet: &Packet<'_>, udp: &Udp<'_>) -> DecodedFrame {
     let bytes = udp.payload;
     let header = Frame::new_unchecked(bytes);
@@ -412,14 +446,15 @@ impl std::fmt::Display for DecodeStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "packets_read={} frames_decoded={} frames_invalid={} datagrams_foreign={} packets_skipped={} packets_undecodable={} fragments_skipped={}",
+            "packets_read={} frames_decoded={} frames_invalid={} datagrams_foreign={} packets_skipped={} packets_undecodable={} fragments_skipped={} gso_packets_split={}",
             self.packets_read,
             self.frames_decoded,
             self.frames_invalid,
             self.datagrams_foreign,
             self.packets_skipped,
             self.packets_undecodable,
-            self.fragments_skipped
+            self.fragments_skipped,
+            self.gso_packets_split
         )
     }
 }

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::Error;
 pub use model::{
-    is_valid_node_name, is_valid_topic, Cidr, FsyncPolicy, GroupConf, GroupKind, IdlePolicy,
-    NetConf, NodeConf, TopicPattern, TopicRule, DEFAULT_DATA_DIR,
+    is_valid_node_name, is_valid_topic, Cidr, FsyncPolicy, GroupConf, GroupKind, GroupRef,
+    IdlePolicy, NetConf, NodeConf, SocketGroup, TopicPattern, TopicRule, DEFAULT_DATA_DIR,
 };
 
 /// The origin name of [`NetConf::embedded_default`].

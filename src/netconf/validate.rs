@@ -14,12 +14,13 @@ use std::time::Duration;
 use super::error::Error;
 use super::model::{
     is_valid_node_name, FsyncPolicy, GroupConf, GroupKind, IdlePolicy, NetConf, NodeConf,
-    TopicPattern, TopicRule, DEFAULT_DATA_DIR,
+    SocketGroup, TopicPattern, TopicRule, DEFAULT_DATA_DIR,
 };
 use super::raw::{self, Item, Key, Value};
 use super::values::{
-    boolean, cidr, closest, duration_in, fmt_duration, fmt_size, group_addr, int_in, ms, one_of,
-    path_value, pattern, secs, size_in, socket_addr, string, type_error, DAY, GIB, KIB, MIB, PIB,
+    boolean, cidr, closest, duration_in, fmt_duration, fmt_size, group_addr, group_ref, int_in, ms,
+    one_of, path_value, pattern, secs, size_in, socket_addr, string, type_error, DAY, GIB, KIB,
+    MIB, PIB,
 };
 
 // Allowed keys per table. `docs/netconf.md` documents each one (a test in
@@ -36,6 +37,7 @@ pub(crate) const NODE_KEYS: &[&str] = &[
     "fsync-interval",
     "segment-max-size",
     "segment-max-age",
+    "socket-group",
 ];
 pub(crate) const GROUP_KEYS: &[&str] = &[
     "kind",
@@ -442,6 +444,11 @@ impl Cx<'_> {
                 &duration_in(secs(1)..=secs(365 * DAY)),
             )
             .unwrap_or(secs(3600));
+        let socket_group = self.opt(t, "socket-group", &group_ref).and_then(|group| {
+            let item = t.get("socket-group")?;
+            let (line, column) = super::error::line_column(self.text, item.span.start);
+            Some(SocketGroup::new(group, self.file, line, column))
+        });
         NodeConf {
             name,
             data_dir,
@@ -452,6 +459,7 @@ impl Cx<'_> {
             fsync,
             segment_max_size_bytes,
             segment_max_age,
+            socket_group,
         }
     }
 
@@ -533,10 +541,10 @@ impl Cx<'_> {
             .unwrap_or(ms(500).max(hb_min));
         let nak_delay_max = self
             .opt(t, "nak-delay-max", &duration_in(Duration::ZERO..=secs(10)))
-            .unwrap_or(ms(10));
+            .unwrap_or(ms(2));
         let nak_retry_interval = self
             .opt(t, "nak-retry-interval", &duration_in(ms(1)..=secs(10)))
-            .unwrap_or(ms(50));
+            .unwrap_or(ms(10));
         let nak_max_retries = self
             .opt(t, "nak-max-retries", &int_in(1..=1000))
             .and_then(|n| u32::try_from(n).ok())

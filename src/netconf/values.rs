@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::model::{is_valid_topic, mask_u128, mask_u32, Cidr, TopicPattern};
+use super::model::{is_valid_topic, mask_u128, mask_u32, Cidr, GroupRef, TopicPattern};
 use super::raw::Value;
 
 pub(crate) const KIB: u64 = 1 << 10;
@@ -46,6 +46,41 @@ pub(crate) fn path_value(v: &Value) -> Result<PathBuf, String> {
         Err("expected a path, got an empty string".into())
     } else {
         Ok(PathBuf::from(s))
+    }
+}
+
+/// A group by name (the portable `useradd` form: 1..=32 of `A-Z a-z 0-9 .
+/// _ -`, not starting with `-`) or by numeric id (an integer, or a string
+/// of digits). 4294967295 is `(gid_t)-1`, "no change" to `chown`, so it is
+/// refused.
+pub(crate) fn group_ref(v: &Value) -> Result<GroupRef, String> {
+    const ALLOWED: &str =
+        "a group name (1..=32 of A-Z a-z 0-9 . _ -, not starting with -) or a gid 0..=4294967294";
+    let gid = |n: i64| {
+        u32::try_from(n)
+            .ok()
+            .filter(|g| *g != u32::MAX)
+            .ok_or_else(|| format!("expected {ALLOWED}, got {n}"))
+    };
+    match v {
+        Value::Integer(n) => gid(*n).map(GroupRef::Gid),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse::<i64>()
+            .map_err(|_| format!("expected {ALLOWED}, got \"{s}\""))
+            .and_then(gid)
+            .map(GroupRef::Gid),
+        Value::String(s) => {
+            let ok = (1..=32).contains(&s.len())
+                && !s.starts_with('-')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if ok {
+                Ok(GroupRef::Name(s.clone()))
+            } else {
+                Err(format!("expected {ALLOWED}, got \"{s}\""))
+            }
+        }
+        other => Err(type_error(ALLOWED, other)),
     }
 }
 

@@ -42,7 +42,7 @@ use bytes::Bytes;
 
 pub use crate::wire::{NodeId, Offset, Seq, SeqRange, SessionId, TopicId};
 pub use config::{GroupConfig, GroupKind};
-pub use node::Node;
+pub use node::{Node, MAX_RECEIVERS};
 pub use replay::{replay_end, ReplayEnd, ReplayId, ReplayOutcome, ReplayServe};
 pub use rng::Rng;
 pub use stats::Stats;

@@ -24,6 +24,15 @@ use crate::wire::{
 /// Replaced sessions remembered (to drop their stray or replayed frames).
 const MAX_RETIRED_SESSIONS: usize = 1024;
 
+/// Source sessions tracked at once, over all groups. Every frame from a new
+/// (node, session) on a group socket creates a receiver, with NAK timers
+/// and a receive buffer, and anyone who can reach the port can make up
+/// sessions; past this, new sessions are refused (`sessions_refused`), and
+/// once the table is three quarters full, sessions gone silent are
+/// forgotten at once rather than after ten liveness timeouts, so a flood
+/// locks real sources out for at most one liveness timeout.
+pub const MAX_RECEIVERS: usize = 1024;
+
 /// What components hand back to the node: frames to send, events, counters.
 pub(crate) struct Outputs {
     pub transmits: VecDeque<(Dest, Bytes)>,
@@ -370,6 +379,12 @@ impl Node {
             }
             let group = group?;
             let cfg = self.groups.get(&group)?.cfg.clone();
+            // A new session of a source we track replaces it (no growth).
+            if self.receivers.len() >= MAX_RECEIVERS && !self.current.contains_key(&(group, h.node))
+            {
+                self.out.stats.sessions_refused += 1;
+                return None;
+            }
             // Join rule: a young session is taken from its start (we were
             // there, its first datagrams were lost); an old one from now on
             // (the log layer replays its past).
@@ -406,8 +421,9 @@ impl Node {
             g.sender.handle_timeout(now, &mut self.out);
         }
         let mut forgotten = Vec::new();
+        let crowded = self.receivers.len() * 4 >= MAX_RECEIVERS * 3;
         for (key, r) in self.receivers.iter_mut() {
-            if r.is_forgotten(now) {
+            if r.is_forgotten(now) || (crowded && r.is_down()) {
                 forgotten.push(*key);
             } else if r.is_silent(now) {
                 if !r.is_down() {

@@ -38,6 +38,8 @@ pub struct Stats {
     pub sources_up: u64,
     pub sources_down: u64,
     pub sessions_replaced: u64,
+    /// New source sessions refused because `MAX_RECEIVERS` are tracked.
+    pub sessions_refused: u64,
     pub datagrams_stale_session: u64,
     pub receivers_up: u64,
     pub receivers_down: u64,

@@ -90,12 +90,12 @@ fn run_fake(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
         for (conn, request) in requests.drain(..) {
             match request {
                 Request::Publish(p) => {
-                    if p.topic == "silent" {
+                    if &*p.topic == "silent" {
                         continue;
                     }
-                    let refuse = if p.topic == "nope" {
+                    let refuse = if &*p.topic == "nope" {
                         Some(FailureKind::UnknownTopicRule)
-                    } else if p.topic == "slow" && p.mode == PublishMode::Sync {
+                    } else if &*p.topic == "slow" && p.mode == PublishMode::Sync {
                         Some(FailureKind::Timeout {
                             waiting_for: vec!["h2".into(), "h3".into()],
                         })
@@ -118,7 +118,7 @@ fn run_fake(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
                         }
                         continue;
                     }
-                    let next = next_offset.entry(p.topic.clone()).or_insert(0);
+                    let next = next_offset.entry(p.topic.to_string()).or_insert(0);
                     let offset = Offset(*next);
                     *next += 1;
                     if p.mode != PublishMode::OneWay {

@@ -418,7 +418,7 @@ fn emit_refuses_what_the_layout_cannot_carry() {
         mode: PublishMode::Async,
         timeout_ms: 0,
         timestamp_ms: 0,
-        topic: long_topic,
+        topic: long_topic.into(),
         key: Bytes::new(),
         value: Bytes::new(),
     });

@@ -76,6 +76,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A string of `n` bytes as a shared `Arc<str>`: `last` itself when the
+    /// bytes are equal, otherwise a new one that also replaces `last`.
+    pub(super) fn shared_str(
+        &mut self,
+        n: usize,
+        last: &mut Option<std::sync::Arc<str>>,
+    ) -> Result<std::sync::Arc<str>> {
+        let range = self.take(n)?;
+        let bytes = &self.frame_bytes[range];
+        if let Some(t) = last.as_ref().filter(|t| t.as_bytes() == bytes) {
+            return Ok(t.clone());
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                let t: std::sync::Arc<str> = std::sync::Arc::from(s);
+                *last = Some(t.clone());
+                Ok(t)
+            }
+            Err(_) => Err(malformed(self.frame, "string is not UTF-8")),
+        }
+    }
+
     pub(super) fn str16(&mut self) -> Result<String> {
         let n = usize::from(self.u16()?);
         self.string(n)
