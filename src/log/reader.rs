@@ -227,7 +227,8 @@ impl TopicLog {
     }
 
     /// `read` into a caller's batch, reusing its buffer (no allocation once
-    /// the buffer has grown).
+    /// the buffer has grown, and no zero-fill of the part already used). On
+    /// error the batch is left empty at `from`.
     pub fn read_into(&mut self, from: Offset, max_bytes: usize, out: &mut ReadBatch) -> Result<()> {
         let mut fill = Fill {
             buf: std::mem::take(&mut out.bytes),
