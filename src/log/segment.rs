@@ -642,8 +642,9 @@ impl FrameWriter {
     }
 
     /// Adds a record (`topic_id` 0), in the open frame or a new one. The
-    /// caller keeps offsets strictly increasing.
-    #[inline]
+    /// caller keeps offsets strictly increasing. Inlined into the batch
+    /// loops (see `TopicLog::encode`).
+    #[inline(always)]
     pub fn push(
         &mut self,
         offset: Offset,
@@ -678,12 +679,11 @@ impl FrameWriter {
         let Some((head, body)) = rec.split_first_chunk_mut::<RECORD_HEADER_LEN>() else {
             return Err(RecordTooLarge);
         };
-        let mut h = [0u8; RECORD_HEADER_LEN];
-        h[4..12].copy_from_slice(&offset.0.to_be_bytes());
-        h[12..20].copy_from_slice(&timestamp_ms.to_be_bytes());
-        h[20..22].copy_from_slice(&key_len.to_be_bytes());
-        h[22..26].copy_from_slice(&value_len.to_be_bytes());
-        *head = h;
+        head[0..4].copy_from_slice(&[0; 4]);
+        head[4..12].copy_from_slice(&offset.0.to_be_bytes());
+        head[12..20].copy_from_slice(&timestamp_ms.to_be_bytes());
+        head[20..22].copy_from_slice(&key_len.to_be_bytes());
+        head[22..26].copy_from_slice(&value_len.to_be_bytes());
         let (k, v) = body.split_at_mut(key.len());
         k.copy_from_slice(key);
         v.copy_from_slice(value);
