@@ -84,6 +84,20 @@ impl SparseIndex {
         Some((Offset(base.0 + u64::from(r)), u64::from(p)))
     }
 
+    /// Positions of the entries after `position`, in order: where later
+    /// frames start (a reader uses them to guess frame lengths before it
+    /// reads, and checks every guess against the frame headers).
+    pub fn positions_after(&self, position: u64) -> impl Iterator<Item = u64> + '_ {
+        let i = self
+            .entries
+            .partition_point(|&(_, p)| u64::from(p) <= position);
+        self.entries
+            .get(i..)
+            .unwrap_or(&[])
+            .iter()
+            .map(|&(_, p)| u64::from(p))
+    }
+
     /// Serializes the index file for a segment of `segment_len` bytes.
     pub fn encode(&self, base: Offset, segment_len: u64, max_timestamp: u64) -> Vec<u8> {
         let mut out = vec![0u8; INDEX_HEADER_LEN];

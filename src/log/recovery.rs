@@ -18,7 +18,8 @@ use super::error::{Error, Result};
 use super::index::{SparseIndex, NO_TIMESTAMP};
 use super::segment::{
     check_header, encode_header, find_next_valid, index_file_name, parse_segment_name,
-    read_full_at, scan_frames, segment_file_name, ScanEnd, SEGMENT_HEADER_LEN,
+    read_full_at, scan_frames, segment_file_name, segment_format, FrameFormat, ScanEnd,
+    SEGMENT_HEADER_LEN,
 };
 use super::topic_log::{
     create_segment, sync_dir, write_index_bytes, ActiveSegment, OpenSealed, SealedSegment, TopicLog,
@@ -43,11 +44,13 @@ pub(crate) struct SegmentScan {
 
 /// Scans `[SEGMENT_HEADER_LEN, len)` of a segment, skipping (and reporting)
 /// corrupt regions that have valid frames after them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn scan_segment(
     file: &File,
     path: &Path,
     base: Offset,
     len: u64,
+    format: FrameFormat,
     index_interval: u32,
     scratch: &mut Vec<u8>,
     stats: &mut Stats,
@@ -66,25 +69,42 @@ pub(crate) fn scan_segment(
     let mut pos = SEGMENT_HEADER_LEN;
     let mut probe = Vec::new();
     loop {
-        let end = scan_frames(file, path, pos, len, s.last_offset, scratch, |at, info| {
-            if at >= s.index_next_pos {
-                s.index.push(base, info.first_offset, at);
-                s.index_next_pos = at + interval;
-            }
-            s.records += u64::from(info.count);
-            s.last_offset = Some(info.last_offset);
-            s.first_ts.get_or_insert(info.first_ts);
-            s.max_ts = if s.max_ts == NO_TIMESTAMP {
-                info.max_ts
-            } else {
-                s.max_ts.max(info.max_ts)
-            };
-        })?;
+        let end = scan_frames(
+            file,
+            path,
+            pos,
+            len,
+            s.last_offset,
+            format,
+            scratch,
+            |at, info| {
+                if at >= s.index_next_pos {
+                    s.index.push(base, info.first_offset, at);
+                    s.index_next_pos = at + interval;
+                }
+                s.records += u64::from(info.count);
+                s.last_offset = Some(info.last_offset);
+                s.first_ts.get_or_insert(info.first_ts);
+                s.max_ts = if s.max_ts == NO_TIMESTAMP {
+                    info.max_ts
+                } else {
+                    s.max_ts.max(info.max_ts)
+                };
+            },
+        )?;
         let ScanEnd::Broken { position, reason } = end else {
             return Ok(s);
         };
         let min_offset = s.last_offset.map_or(base, Offset::next);
-        match find_next_valid(file, path, position + 1, len, min_offset, &mut probe)? {
+        match find_next_valid(
+            file,
+            path,
+            position + 1,
+            len,
+            min_offset,
+            format,
+            &mut probe,
+        )? {
             Some((resume, _)) => {
                 log::warn!(
                     "skipping corrupt region in segment path={} position={} reason={} resume_position={}",
@@ -161,8 +181,7 @@ impl TopicLog {
             active,
             reader: None,
             read_pos: None,
-            write_buf: Vec::new(),
-            write_len: 0,
+            writer: Default::default(),
             scratch,
             unsynced: false,
             last_sync_ms: 0,
@@ -189,6 +208,18 @@ impl TopicLog {
             .metadata()
             .map_err(|e| Error::io(&path, "stat", e))?
             .len();
+        let format = match segment_format(&file, &path, base, len)? {
+            Ok(format) => format,
+            Err((format, reason)) => {
+                log::warn!(
+                    "corrupt segment header path={} reason={} frame_version={}",
+                    path.display(),
+                    reason,
+                    if format == FrameFormat::V1 { 1 } else { 2 }
+                );
+                format
+            }
+        };
         let idx_path = self.dir.join(index_file_name(base));
         let loaded = match std::fs::read(&idx_path) {
             Ok(bytes) => SparseIndex::decode(&bytes, base, len),
@@ -207,6 +238,7 @@ impl TopicLog {
                     &path,
                     base,
                     len,
+                    format,
                     self.config.index_interval_bytes,
                     &mut self.scratch,
                     &mut self.stats,
@@ -241,6 +273,8 @@ impl TopicLog {
             base,
             path,
             file,
+            format,
+            cursor: 0,
             len,
             index,
         });
@@ -306,24 +340,37 @@ fn recover_active(
             );
             stats.segment_headers_rewritten += 1;
         }
-        return Ok(active_from_scan(base, path, file, SEGMENT_HEADER_LEN, None));
+        let format = check_header(&header[..got], base).unwrap_or(FrameFormat::CURRENT);
+        return Ok(active_from_scan(
+            base,
+            path,
+            file,
+            format,
+            SEGMENT_HEADER_LEN,
+            None,
+        ));
     }
-    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-    read_full_at(&file, &path, &mut header, 0)?;
-    if let Err(reason) = check_header(&header, base) {
-        // The name is the truth for the base; frames carry their own offsets.
-        log::warn!(
-            "corrupt segment header path={} reason={}",
-            path.display(),
-            reason
-        );
-        stats.corrupt_regions_found += 1;
-    }
+    let format = match segment_format(&file, &path, base, file_len)? {
+        Ok(format) => format,
+        Err((format, reason)) => {
+            // The name is the truth for the base; frames carry their own
+            // offsets; the first frame tells the version.
+            log::warn!(
+                "corrupt segment header path={} reason={} frame_version={}",
+                path.display(),
+                reason,
+                if format == FrameFormat::V1 { 1 } else { 2 }
+            );
+            stats.corrupt_regions_found += 1;
+            format
+        }
+    };
     let scan = scan_segment(
         &file,
         &path,
         base,
         file_len,
+        format,
         config.index_interval_bytes,
         scratch,
         stats,
@@ -348,13 +395,21 @@ fn recover_active(
         stats.tails_truncated += 1;
         stats.bytes_truncated += dropped;
     }
-    Ok(active_from_scan(base, path, file, file_len, Some(scan)))
+    Ok(active_from_scan(
+        base,
+        path,
+        file,
+        format,
+        file_len,
+        Some(scan),
+    ))
 }
 
 fn active_from_scan(
     base: Offset,
     path: PathBuf,
     file: File,
+    format: FrameFormat,
     file_len: u64,
     scan: Option<SegmentScan>,
 ) -> ActiveSegment {
@@ -363,6 +418,8 @@ fn active_from_scan(
             base,
             path,
             file,
+            format,
+            cursor: 0,
             len: SEGMENT_HEADER_LEN,
             index: SparseIndex::new(),
             index_next_pos: SEGMENT_HEADER_LEN,
@@ -375,6 +432,8 @@ fn active_from_scan(
             base,
             path,
             file,
+            format,
+            cursor: 0,
             len: s.broken_tail.map_or(file_len, |(p, _)| p),
             index: s.index,
             index_next_pos: s.index_next_pos,

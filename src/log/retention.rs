@@ -15,7 +15,7 @@ use crate::wire::{NodeId, Offset};
 use super::error::{Error, Result};
 use super::index::{SparseIndex, NO_TIMESTAMP};
 use super::recovery::{list_segments, scan_segment};
-use super::segment::{index_file_name, segment_file_name};
+use super::segment::{index_file_name, segment_file_name, segment_format};
 use super::topic_log::{remove_segment_files, TopicLog};
 use super::{LogConfig, Stats};
 
@@ -86,7 +86,17 @@ pub(crate) fn segment_max_ts(
     }
     let path = dir.join(segment_file_name(base));
     let file = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
-    let scan = scan_segment(&file, &path, base, len, index_interval, scratch, stats)?;
+    let format = segment_format(&file, &path, base, len)?.unwrap_or_else(|(format, _)| format);
+    let scan = scan_segment(
+        &file,
+        &path,
+        base,
+        len,
+        format,
+        index_interval,
+        scratch,
+        stats,
+    )?;
     Ok(scan.max_ts)
 }
 
