@@ -21,13 +21,10 @@ fn node(id: u64, cfg: &GroupConfig, now: Instant) -> Node {
 }
 
 /// Everything a node wants to send now.
-fn drain(n: &mut Node, now: Instant) -> Vec<(Dest, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 70_000];
-    while let Some(t) = n.poll_transmit(now, &mut buf) {
-        out.push((t.dest, buf[..t.len].to_vec()));
-    }
-    out
+fn drain(n: &mut Node, _now: Instant) -> Vec<(Dest, Vec<u8>)> {
+    std::iter::from_fn(|| n.poll_transmit())
+        .map(|(dest, frame)| (dest, frame.to_vec()))
+        .collect()
 }
 
 fn events(n: &mut Node) -> Vec<Event> {

@@ -410,7 +410,7 @@ fn receiver_cut_off_past_the_window_gets_a_gap_not_a_hang() {
     let r1 = sim.add_node(cfg.clone());
     let r2 = sim.add_node(cfg.clone());
     sim.run_for(Duration::from_millis(20));
-    let mut publish = |sim: &mut Sim, from: u64, n: u64| {
+    let publish = |sim: &mut Sim, from: u64, n: u64| {
         let mut o = from;
         while o < from + n {
             let now = sim.now();

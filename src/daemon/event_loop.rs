@@ -72,14 +72,13 @@ pub(super) struct GroupIo {
     pub keys: Option<GroupKeys>,
 }
 
-/// Datagrams taken from the node and not yet handed to the kernel.
+/// Datagrams taken from the node and not yet handed to the kernel. The
+/// node's frames are `Bytes`, held here as they are: a datagram is copied
+/// once, by the kernel (sealed ones once more, to append their tag).
 pub(super) struct TxQueue {
-    scratch: Vec<u8>,
-    /// A frame being sealed (authenticated groups).
-    sealed: Vec<u8>,
-    arena: Vec<u8>,
-    /// (destination, start in arena, length)
-    entries: Vec<(SocketAddr, usize, usize)>,
+    /// (destination, datagram); a group frame appears once per destination,
+    /// sharing its bytes.
+    entries: Vec<(SocketAddr, Bytes)>,
     sent: usize,
     writable_registered: bool,
     /// Send runs of equal-sized datagrams as UDP GSO messages (netconf
@@ -90,9 +89,6 @@ pub(super) struct TxQueue {
 impl TxQueue {
     pub fn new(gso: bool) -> TxQueue {
         TxQueue {
-            scratch: vec![0; RECV_BUF_BYTES],
-            sealed: Vec::new(),
-            arena: Vec::with_capacity(MAX_SEND_BATCH * 1500),
             entries: Vec::with_capacity(MAX_SEND_BATCH * 2),
             sent: 0,
             writable_registered: false,
@@ -405,28 +401,23 @@ impl Daemon {
         }
         self.loop_state.events = events;
         self.ipc.flush(self.poll.registry());
-        self.flush_transmits(now);
+        self.flush_transmits();
         self.subs
             .catch_up(&mut self.ipc, &mut self.log, &self.loop_state.names);
         self.group_flush(now);
         // Group announcements and commits may have queued frames.
-        self.flush_transmits(now);
+        self.flush_transmits();
         self.ipc.flush(self.poll.registry());
     }
 
     /// Sends transmits until the node has none or the socket would block.
-    fn flush_transmits(&mut self, now: Instant) {
+    fn flush_transmits(&mut self) {
         loop {
             if self.tx.is_blocked() {
                 let tx = &mut self.tx;
                 let datagrams: Vec<OutDatagram<'_>> = tx.entries[tx.sent..]
                     .iter()
-                    .filter_map(|&(dest, start, len)| {
-                        Some(OutDatagram {
-                            dest,
-                            bytes: tx.arena.get(start..start + len)?,
-                        })
-                    })
+                    .map(|(dest, bytes)| OutDatagram { dest: *dest, bytes })
                     .collect();
                 match sockets::send_batch(&self.listen, &datagrams, &mut tx.gso) {
                     Ok(n) => {
@@ -444,7 +435,7 @@ impl Daemon {
                         // One datagram the kernel refused (no route, a
                         // firewall, a peer's ICMP error): count, skip it.
                         self.stats.datagrams_send_failed += 1;
-                        if let Some(&(dest, _, _)) = tx.entries.get(tx.sent) {
+                        if let Some((dest, _)) = tx.entries.get(tx.sent) {
                             ::log::debug!("send failed dest={dest} error={e}");
                         }
                         tx.sent += 1;
@@ -454,38 +445,31 @@ impl Daemon {
             }
             let tx = &mut self.tx;
             tx.entries.clear();
-            tx.arena.clear();
             tx.sent = 0;
             while tx.entries.len() < MAX_SEND_BATCH {
-                let Some(t) = self.node.poll_transmit(now, &mut tx.scratch) else {
+                let Some((dest, frame)) = self.node.poll_transmit() else {
                     break;
                 };
-                let Some(bytes) = tx.scratch.get(..t.len) else {
-                    continue;
-                };
-                let start = tx.arena.len();
-                let mut len = t.len;
-                match sealing_keys(&self.groups, t.dest) {
-                    None => tx.arena.extend_from_slice(bytes),
+                let frame = match sealing_keys(&self.groups, dest) {
+                    None => frame,
                     Some(keys) => {
-                        tx.sealed.clear();
-                        tx.sealed.extend_from_slice(bytes);
-                        if let Err(e) = crate::wire::auth::seal(&mut tx.sealed, keys) {
+                        let mut sealed = Vec::with_capacity(frame.len() + 64);
+                        sealed.extend_from_slice(&frame);
+                        if let Err(e) = crate::wire::auth::seal(&mut sealed, keys) {
                             ::log::warn!("cannot seal datagram error={e}");
                             continue;
                         }
-                        len = tx.sealed.len();
-                        tx.arena.extend_from_slice(&tx.sealed);
+                        Bytes::from(sealed)
                     }
-                }
-                match t.dest {
-                    Dest::Peer(addr) => tx.entries.push((addr, start, len)),
+                };
+                match dest {
+                    Dest::Peer(addr) => tx.entries.push((addr, frame)),
                     Dest::Group(g) => {
                         let Some(io) = self.groups.iter().find(|io| io.id == g) else {
                             continue;
                         };
-                        for &dest in &io.dests {
-                            tx.entries.push((dest, start, len));
+                        for &addr in &io.dests {
+                            tx.entries.push((addr, frame.clone()));
                         }
                     }
                 }

@@ -61,13 +61,6 @@ pub enum Dest {
     Peer(SocketAddr),
 }
 
-/// One datagram to send, written into the caller's buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    pub dest: Dest,
-    pub len: usize,
-}
-
 /// Identifies a publish call, in publish order per group; acknowledgements
 /// arrive as "everything up to this ticket".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -13,9 +13,7 @@ use super::groups::{ConsumerGroups, GroupsConfig};
 use super::receiver::Receiver;
 use super::replay::{ReplayClient, ReplayEnd, ReplayServe};
 use super::sender::{emit, Sender};
-use super::{
-    Dest, Event, GroupConfig, GroupId, PublishError, ReplayId, Rng, Stats, Ticket, Transmit,
-};
+use super::{Dest, Event, GroupConfig, GroupId, PublishError, ReplayId, Rng, Stats, Ticket};
 use crate::wire::{
     AnnounceKind, AnnounceRepr, Body, Flags, Frame, FrameRepr, FrameType, HeaderRepr, NodeId,
     Offset, Seq, SessionId, HEADER_LEN,
@@ -450,30 +448,9 @@ impl Node {
         self.consumers.handle_timeout(now);
     }
 
-    /// Next datagram to send, written into `buf` (which must hold the
-    /// group's MTU; a larger frame is skipped and counted).
-    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        self.queue_consumer_announcements();
-        while let Some((dest, frame)) = self.out.transmits.pop_front() {
-            let Some(slot) = buf.get_mut(..frame.len()) else {
-                log::warn!(
-                    "transmit larger than buffer len={} buf={}",
-                    frame.len(),
-                    buf.len()
-                );
-                continue;
-            };
-            slot.copy_from_slice(&frame);
-            return Some(Transmit {
-                dest,
-                len: frame.len(),
-            });
-        }
-        None
-    }
-
-    /// Like `poll_transmit`, but hands out the frame itself (no copy).
-    pub fn poll_transmit_bytes(&mut self) -> Option<(Dest, Bytes)> {
+    /// Next datagram to send and where, as the frame itself (no copy): the
+    /// caller hands the bytes to the kernel.
+    pub fn poll_transmit(&mut self) -> Option<(Dest, Bytes)> {
         self.queue_consumer_announcements();
         self.out.transmits.pop_front()
     }

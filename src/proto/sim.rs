@@ -155,7 +155,7 @@ impl Sim {
     /// Drains a node's transmits and events (call after driving it).
     pub fn pump(&mut self, i: usize) {
         let now = self.now;
-        while let Some((dest, bytes)) = self.nodes[i].poll_transmit_bytes() {
+        while let Some((dest, bytes)) = self.nodes[i].poll_transmit() {
             self.net.datagrams_sent += 1;
             match dest {
                 Dest::Group(_) => self.fan_out(i, bytes),
