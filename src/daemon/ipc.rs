@@ -24,7 +24,7 @@
 //! [`IpcServer::flush`] (or on the next writable event): one `write` carries
 //! many frames.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -78,8 +78,6 @@ pub struct IpcServer {
     /// Connections whose write failed: reported as Disconnected on the next
     /// `handle_event` call.
     broken: Vec<ConnId>,
-    /// One read buffer shared by all connections (see `read_all`).
-    scratch: Vec<u8>,
     stats: IpcStats,
     /// Reading publishers is paused (see the module doc).
     paused: bool,
@@ -142,7 +140,6 @@ impl IpcServer {
             free: Vec::new(),
             dirty: Vec::new(),
             broken: Vec::new(),
-            scratch: vec![0; READ_CHUNK_BYTES],
             stats: IpcStats::default(),
             paused: false,
             deferred: Vec::new(),
@@ -381,13 +378,9 @@ impl IpcServer {
                 break None;
             }
             let want = READ_CHUNK_BYTES.min(budget);
-            // Read into a scratch buffer and append: no zero-fill of fresh
-            // memory per read, and `rbuf` grows only by what arrived.
-            let scratch = &mut self.scratch[..want];
-            match conn.stream.read(scratch) {
+            match read_into_spare(&conn.stream, &mut conn.rbuf, want) {
                 Ok(0) => break Some(String::new()),
                 Ok(n) => {
-                    conn.rbuf.extend_from_slice(&scratch[..n]);
                     budget = budget.saturating_sub(n);
                     self.stats.bytes_received += n as u64;
                     let before = out.len();
@@ -586,6 +579,29 @@ fn decode_frames(
         }
     }
     Ok(())
+}
+
+/// Reads up to `want` bytes straight into `buf`'s spare capacity (grown
+/// first if needed): the records' bytes are copied once, by the kernel, and
+/// the frames split off `buf` share them. No zero-fill: the kernel writes the
+/// bytes before they count as part of `buf`. Grows by at most 64 KiB at a
+/// time, so that a few records kept alive (waiting for the flow window)
+/// never pin much more memory than they hold.
+fn read_into_spare(stream: &UnixStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(want.min(64 << 10));
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(want);
+    // SAFETY: `spare` is writable memory of at least `len` bytes owned by
+    // `buf`; `read` writes at most `len` bytes into it and returns how many.
+    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = usize::try_from(n).unwrap_or(0).min(len);
+    // SAFETY: the kernel initialised the first `n` spare bytes.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// The announced total length of the (incomplete) frame at the start of
