@@ -166,6 +166,8 @@ for kind in $KINDS; do
       pub_cpu=$(( (t1 - t0) * $(tick_us) * 1000 / n ))
       rss="$(hwm_mib "$PID_1")/$(hwm_mib "$PID_2")"
       cl_rps=$(field records_per_sec < "$WORK/cl.json"); cl_mbs=$(field mb_per_sec < "$WORK/cl.json"); complete=$(field complete < "$WORK/cl.json")
+      # An incomplete run says what was wrong: missing / duplicate records.
+      [ "$complete" = True ] || complete="$complete/m$(field missing < "$WORK/cl.json")d$(field duplicates < "$WORK/cl.json")"
       if [ "$complete" != True ] && [ -n "${DEBUG_STATS:-}" ]; then
         on 2 "$BIN/castlog" --socket "$WORK/h2.sock" stats --json >&2 || true
         cat "$WORK/cl.json" >&2
