@@ -96,16 +96,7 @@ impl Daemon {
             "log": log_stats_json(&log),
             "groups": self.groups_json(),
             "group_stats": self.node.consumers().stats(),
-            "ipc": {
-                "connections_accepted": ipc.connections_accepted,
-                "connections_closed": ipc.connections_closed,
-                "frames_received": ipc.frames_received,
-                "frames_malformed": ipc.frames_malformed,
-                "frames_sent": ipc.frames_sent,
-                "frames_unencodable": ipc.frames_unencodable,
-                "bytes_received": ipc.bytes_received,
-                "bytes_sent": ipc.bytes_sent,
-            },
+            "ipc": ipc,
         });
         value.to_string()
     }
