@@ -6,6 +6,7 @@
 mod cli;
 mod fake_daemon;
 mod frames;
+mod pause;
 mod server_client;
 
 use std::collections::HashMap;
