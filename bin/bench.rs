@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// Subscriber: stop after this many seconds without a record
     #[arg(long, default_value_t = 5.0)]
     idle_timeout: f64,
+    /// Subscriber: this many client connections, each expecting every
+    /// record (the report sums their records; complete only if all are)
+    #[arg(long, default_value_t = 1)]
+    subscribers: u32,
     /// Plain UDP instead of castlog, over the same path
     #[arg(long)]
     raw: bool,
@@ -75,7 +79,7 @@ pub struct BenchArgs {
     json: bool,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub role: String,
     pub raw: bool,
@@ -120,7 +124,7 @@ pub fn run(socket: &Path, args: &BenchArgs) -> Result<(), String> {
     } else {
         match args.role {
             Role::Publisher => publisher(socket, args)?,
-            Role::Subscriber => subscriber(socket, args)?,
+            Role::Subscriber => subscribers(socket, args)?,
             Role::Ping => ping(socket, args)?,
             Role::Pong => pong(socket, args)?,
         }
@@ -309,6 +313,42 @@ impl Completeness {
     }
 }
 
+/// `--subscribers N`: N subscribers in threads, one connection each. The
+/// report gives the records all of them received and the rate at which the
+/// slowest received its share (`records_per_sec` is per subscriber).
+fn subscribers(socket: &Path, args: &BenchArgs) -> Result<Report, String> {
+    if args.subscribers <= 1 {
+        return subscriber(socket, args);
+    }
+    let reports: Vec<Result<Report, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.subscribers)
+            .map(|_| s.spawn(|| subscriber(socket, args)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("subscriber thread panicked".into()))
+            })
+            .collect()
+    });
+    let reports = reports.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let slowest = reports
+        .iter()
+        .min_by(|a, b| a.records_per_sec.total_cmp(&b.records_per_sec))
+        .cloned()
+        .ok_or("no subscriber ran")?;
+    let sum = |f: fn(&Report) -> Option<u64>| reports.iter().filter_map(f).sum::<u64>();
+    Ok(Report {
+        records: reports.iter().map(|r| r.records).sum(),
+        complete: Some(reports.iter().all(|r| r.complete == Some(true))),
+        missing: Some(sum(|r| r.missing)),
+        duplicates: Some(sum(|r| r.duplicates)),
+        out_of_order: Some(sum(|r| r.out_of_order)),
+        ..slowest
+    })
+}
+
 fn subscriber(socket: &Path, args: &BenchArgs) -> Result<Report, String> {
     let mut c = Client::connect(socket).map_err(|e| e.to_string())?;
     let pattern = if args.topics > 1 {
@@ -320,7 +360,7 @@ fn subscriber(socket: &Path, args: &BenchArgs) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     eprintln!("subscriber ready pattern={pattern}");
     let idle = Duration::from_secs_f64(args.idle_timeout);
-    let bar = progress(args.count, !args.json);
+    let bar = progress(args.count, !args.json && args.subscribers <= 1);
     let mut check = Completeness::default();
     let mut got = 0u64;
     let mut first: Option<Instant> = None;
