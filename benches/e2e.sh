@@ -111,7 +111,12 @@ raw_peer() {
 
 records_for() { local v="RECORDS_$1"; echo "${!v:-$(( $1 <= 64 ? 2000000 : ($1 <= 256 ? 1000000 : 400000) ))}"; }
 
-field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read()).get('$1',''))"; }
+# A top-level field of the one-line JSON report on stdin (numbers, true/false,
+# strings); booleans as True/False, as the table has always shown them.
+field() {
+  sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p" | tr -d '"' |
+    sed 's/^true$/True/; s/^false$/False/'
+}
 
 # start_daemons KIND IDLE HOST...: one castlogd per host, waits for sockets.
 start_daemons() {
@@ -173,7 +178,7 @@ for kind in $KINDS; do
         cat "$WORK/cl.json" >&2
       fi
       stop_daemons
-      ratio=$(python3 -c "r=float('${raw_mbs:-0}' or 0); c=float('${cl_mbs:-0}' or 0); print(f'{c/r:.2f}' if r else 'n/a')")
+      ratio=$(awk -v r="${raw_mbs:-0}" -v c="${cl_mbs:-0}" 'BEGIN { if (r > 0) printf "%.2f", c / r; else print "n/a" }')
       printf '%-10s %-5s %-6s %14.0f %14.0f %12.1f %12.1f %8s %9s %10s %9s\n' "$kind" "$loss%" "$size" "${raw_rps:-0}" "${cl_rps:-0}" "${raw_mbs:-0}" "${cl_mbs:-0}" "$ratio" "${complete:-?}" "$(printf '%d.%03d' $((pub_cpu / 1000)) $((pub_cpu % 1000)))" "$rss"
     done
   done
@@ -185,10 +190,7 @@ fi
 # `castlog sub` writing one per line, multicast, 64-byte lines.
 if [[ " $SECTIONS " == *" cli "* ]]; then
   n=$(records_for 64)
-  python3 -c "
-import sys
-with open('$WORK/lines', 'w') as f:
-    for i in range($n): f.write('%012d' % i + 'x' * 51 + '\n')"
+  awk -v n="$n" 'BEGIN { x = sprintf("%51s", ""); gsub(/ /, "x", x); for (i = 0; i < n; i++) printf "%012d%s\n", i, x }' > "$WORK/lines"
   start_daemons multicast block 1 2
   ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" sub e2e.cli --count "$n" --idle-timeout 5 > "$WORK/cli.out" 2>/dev/null &
   sp=$!; sleep 0.5
@@ -201,7 +203,7 @@ with open('$WORK/lines', 'w') as f:
   same=$(cmp -s "$WORK/lines" "$WORK/cli.out" && echo true || echo false)
   echo
   printf 'cli: castlog pub < file | castlog sub, multicast, 64 B lines: %s records in %.2f s = %.0f records/s, output identical to input: %s\n' \
-    "$got" "$(python3 -c "print($c1 - $c0)")" "$(python3 -c "print($got / ($c1 - $c0))")" "$same"
+    "$got" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')" "$(awk -v a="$c0" -v b="$c1" -v g="$got" 'BEGIN { print g / (b - a) }')" "$same"
 fi
 
 # Round trip, 32 B, ping on host 1, pong on host 2, multicast.
