@@ -625,7 +625,7 @@ fn run_sub(socket: &std::path::Path, args: SubArgs) -> Result<(), Failure> {
     let idle = args.idle_timeout.map(seconds);
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     // Next offset to commit per (topic, source), for --group.
-    let mut progress: HashMap<(String, NodeId), Offset> = HashMap::new();
+    let mut progress: HashMap<(std::sync::Arc<str>, NodeId), Offset> = HashMap::new();
     let mut delivered = 0u64;
     let bar = replay_progress(from, args.count);
     while args.count.is_none_or(|n| delivered < n) {
@@ -708,7 +708,7 @@ fn replay_progress(from: StartFrom, count: Option<u64>) -> indicatif::ProgressBa
 fn commit_progress(
     client: &mut Client,
     group: Option<&str>,
-    progress: &mut HashMap<(String, NodeId), Offset>,
+    progress: &mut HashMap<(std::sync::Arc<str>, NodeId), Offset>,
 ) -> Result<(), client::Error> {
     let Some(group) = group else {
         return Ok(());

@@ -97,8 +97,8 @@ fn print_message(prefix: &str, m: &Message) {
             d.topic,
             d.offset,
             d.source_name
-                .clone()
-                .unwrap_or_else(|| d.source.to_string()),
+                .as_deref()
+                .map_or_else(|| d.source.to_string(), str::to_string),
             String::from_utf8_lossy(&d.key),
             String::from_utf8_lossy(&d.value)
         ),

@@ -64,7 +64,7 @@ fn publish_range(c: &mut Client, topic: &str, from: u64, to: u64) {
 fn assert_complete(got: &[Delivery], topic: &str, source: NodeId, from: u64, to: u64, host: &str) {
     let mine: Vec<&Delivery> = got
         .iter()
-        .filter(|d| d.topic == topic && d.source == source)
+        .filter(|d| &*d.topic == topic && d.source == source)
         .collect();
     let offsets: Vec<u64> = mine.iter().map(|d| d.offset.0).collect();
     let first_bad = offsets.iter().zip(from..).position(|(o, want)| *o != want);

@@ -54,7 +54,7 @@ fn assert_exactly(got: &[Delivery], topic: &str, source: NodeId, to: u64, pad: u
         first_bad.and_then(|i| offsets.get(i..(i + 5).min(offsets.len()))),
     );
     for d in got {
-        assert!(d.topic == topic && d.source == source, "{what}: {d:?}");
+        assert!(&*d.topic == topic && d.source == source, "{what}: {d:?}");
         assert_eq!(d.value, value(d.offset.0, pad), "{what}");
     }
 }

@@ -49,13 +49,14 @@ use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 pub use self::error::Error;
 use crate::wire::ipc::{
-    take_frame, Commit, Failure, PublishMode, PublishRef, Request, Response, Subscribe,
+    take_frame, Commit, Failure, Interned, PublishMode, PublishRef, Request, Response, Subscribe,
 };
 pub use crate::wire::ipc::{ConsumeMode, GapReason, StartFrom, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use crate::wire::{NodeId, Offset};
@@ -88,11 +89,13 @@ pub struct Completion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub subscription: SubscriptionId,
-    pub topic: String,
+    /// Shared by the records of one topic (`&*d.topic` or `d.topic.as_ref()`
+    /// for a `&str`): receiving a record allocates nothing for its names.
+    pub topic: Arc<str>,
     /// The node whose log gave the record its offset.
     pub source: NodeId,
-    /// The source's name, when the daemon knows it.
-    pub source_name: Option<String>,
+    /// The source's name, when the daemon knows it (shared likewise).
+    pub source_name: Option<Arc<str>>,
     pub offset: Offset,
     /// Milliseconds since the Unix epoch, set by the publisher's daemon
     /// (or by the publisher).
@@ -131,6 +134,8 @@ pub struct Client {
     wpos: usize,
     rbuf: BytesMut,
     scratch: Vec<u8>,
+    /// Last topic and source name received, shared by the next records.
+    interned: Interned,
     auto_flush_bytes: usize,
     request_timeout: Duration,
     next_request_id: u64,
@@ -173,6 +178,7 @@ impl Client {
             wpos: 0,
             rbuf: BytesMut::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
+            interned: Interned::default(),
             auto_flush_bytes: DEFAULT_AUTO_FLUSH_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             next_request_id: 1,
@@ -396,7 +402,7 @@ impl Client {
         };
         self.queue(&Request::Commit(Commit {
             group,
-            topic: d.topic.clone(),
+            topic: d.topic.to_string(),
             source: d.source,
             offset: d.offset.next(),
         }))
@@ -616,7 +622,7 @@ impl Client {
         let mut largest = 0;
         while let Some(frame) = take_frame(&mut self.rbuf)? {
             largest = largest.max(frame.len());
-            let response = Response::parse(&frame)?;
+            let response = Response::parse_interning(&frame, &mut self.interned)?;
             self.dispatch(response);
         }
         if self.rbuf.is_empty() && largest > READ_CHUNK_BYTES * 4 {

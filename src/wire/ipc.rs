@@ -71,7 +71,7 @@ use self::cursor::{Reader, Writer};
 use super::{Error, Offset, Result};
 
 pub use self::request::{Commit, Publish, PublishRef, Request, Subscribe};
-pub use self::response::{Delivery, DeliveryRef, GapNotice, Response};
+pub use self::response::{Delivery, DeliveryRef, GapNotice, Interned, Response};
 
 /// Bytes before the body: `length` and `kind`.
 pub const FRAME_HEADER_LEN: usize = 5;

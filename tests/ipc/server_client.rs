@@ -110,7 +110,7 @@ fn subscribers_get_records_in_order_and_gap_notices() {
         match sub.next_message(Duration::from_secs(5)).unwrap() {
             Some(Message::Record(r)) => {
                 assert_eq!(r.subscription, id);
-                assert_eq!(r.topic, "md.c");
+                assert_eq!(&*r.topic, "md.c");
                 assert_eq!(r.source, NodeId(0xab));
                 assert_eq!(r.source_name.as_deref(), Some("h1"));
                 assert_eq!(&r.key[..], b"key");

@@ -2,6 +2,8 @@
 //! SUBSCRIBED, SUBSCRIBE_FAILED, STATS_REPLY, PONG (byte tables in the
 //! parent module).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::cursor::{Reader, Writer};
@@ -15,14 +17,24 @@ use crate::wire::{NodeId, Offset, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub sub_id: u32,
-    pub topic: String,
+    /// Shared: a subscriber receives runs of one topic, and each record of a
+    /// run shares one allocation (see [`Response::parse_interning`]).
+    pub topic: Arc<str>,
     pub source: NodeId,
-    /// The source node's name, when the daemon knows it.
-    pub source_name: Option<String>,
+    /// The source node's name, when the daemon knows it (shared likewise).
+    pub source_name: Option<Arc<str>>,
     pub offset: Offset,
     pub timestamp_ms: u64,
     pub key: Bytes,
     pub value: Bytes,
+}
+
+/// The last topic and source name [`Response::parse_interning`] saw, kept
+/// by the reader between frames.
+#[derive(Debug, Clone, Default)]
+pub struct Interned {
+    topic: Option<Arc<str>>,
+    source_name: Option<Arc<str>>,
 }
 
 /// The borrowed form of [`Delivery`], so the daemon can encode a record
@@ -146,6 +158,13 @@ impl Response {
     /// Parses one whole frame (as split off by [`take_frame`](super::take_frame)). Keys and
     /// values are slices of `frame`.
     pub fn parse(frame: &Bytes) -> Result<Response> {
+        Response::parse_interning(frame, &mut Interned::default())
+    }
+
+    /// Like [`parse`](Response::parse), but a RECORD whose topic or source
+    /// name equals the last one's shares it instead of allocating: the
+    /// client's hot path takes no allocation per record.
+    pub fn parse_interning(frame: &Bytes, last: &mut Interned) -> Result<Response> {
         let view = Frame::new_checked(&frame[..])?;
         let mut r = Reader::new(frame, field::BODY, "response");
         let response = match view.kind() {
@@ -170,8 +189,8 @@ impl Response {
                 if value_len > MAX_VALUE_LEN {
                     return Err(malformed("record", "value longer than 64 MiB"));
                 }
-                let topic = r.string(topic_len)?;
-                let name = r.string(name_len)?;
+                let topic = r.shared_str(topic_len, &mut last.topic)?;
+                let name = r.shared_str(name_len, &mut last.source_name)?;
                 let key = r.slice(key_len)?;
                 let value = r.slice(value_len)?;
                 Response::Record(Delivery {
