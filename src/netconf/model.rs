@@ -376,6 +376,16 @@ pub fn is_valid_node_name(name: &str) -> bool {
         && name != ".."
 }
 
+impl std::str::FromStr for TopicPattern {
+    type Err = String;
+
+    /// Parses `name`, `prefix.*` or `*` (the syntax of topic rules, also used
+    /// by subscriptions).
+    fn from_str(s: &str) -> Result<Self, String> {
+        super::values::pattern(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,15 +473,5 @@ mod tests {
         assert!(is_valid_node_name("h1-a.lan"));
         assert!(!is_valid_node_name("a/b"));
         assert!(!is_valid_node_name(".."));
-    }
-}
-
-impl std::str::FromStr for TopicPattern {
-    type Err = String;
-
-    /// Parses `name`, `prefix.*` or `*` (the syntax of topic rules, also used
-    /// by subscriptions).
-    fn from_str(s: &str) -> Result<Self, String> {
-        super::values::pattern(s)
     }
 }
