@@ -23,39 +23,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Wall clock and this thread's CPU clock, started together.
-struct Timer {
-    wall: Instant,
-    cpu: f64,
-}
-
-fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
-impl Timer {
-    fn start() -> Timer {
-        Timer {
-            wall: Instant::now(),
-            cpu: thread_cpu_seconds(),
-        }
-    }
-
-    /// (wall seconds, CPU seconds) since `start`.
-    fn seconds(&self) -> (f64, f64) {
-        (
-            self.wall.elapsed().as_secs_f64(),
-            (thread_cpu_seconds() - self.cpu).max(1e-9),
-        )
-    }
-}
+#[path = "common/timer.rs"]
+mod timer;
+use timer::Timer;
 
 use castlog::log::{FsyncPolicy, LogConfig, LogDir, NewRecord, FRAME_HEADER_LEN};
 use castlog::wire::NodeId;
@@ -227,7 +197,7 @@ fn run_once(c: &Case, mb: usize, raw_first: Option<Shape>) -> ([f64; 4], [f64; 3
             })
             .collect();
         let timer = Timer::start();
-        let start = timer.wall;
+        let start = timer.started();
         let mut done = 0usize;
         let mut now_ms = 0u64;
         while done < records {

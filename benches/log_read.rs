@@ -22,40 +22,10 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-/// Wall clock and this thread's CPU clock, started together.
-struct Timer {
-    wall: Instant,
-    cpu: f64,
-}
-
-fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
-impl Timer {
-    fn start() -> Timer {
-        Timer {
-            wall: Instant::now(),
-            cpu: thread_cpu_seconds(),
-        }
-    }
-
-    /// MB/s for `bytes` by the wall clock and by CPU time.
-    fn rates(&self, bytes: u64) -> (f64, f64) {
-        let wall = self.wall.elapsed().as_secs_f64();
-        let cpu = (thread_cpu_seconds() - self.cpu).max(1e-9);
-        (bytes as f64 / wall / 1e6, bytes as f64 / cpu / 1e6)
-    }
-}
+#[path = "common/timer.rs"]
+mod timer;
+use timer::Timer;
 
 use castlog::log::{Cursor, FsyncPolicy, LogConfig, LogDir, NewRecord, StartPosition};
 use castlog::wire::NodeId;

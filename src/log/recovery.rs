@@ -208,18 +208,7 @@ impl TopicLog {
             .metadata()
             .map_err(|e| Error::io(&path, "stat", e))?
             .len();
-        let format = match segment_format(&file, &path, base, len)? {
-            Ok(format) => format,
-            Err((format, reason)) => {
-                log::warn!(
-                    "corrupt segment header path={} reason={} frame_version={}",
-                    path.display(),
-                    reason,
-                    if format == FrameFormat::V1 { 1 } else { 2 }
-                );
-                format
-            }
-        };
+        let (format, _) = format_or_warn(&file, &path, base, len)?;
         let idx_path = self.dir.join(index_file_name(base));
         let loaded = match std::fs::read(&idx_path) {
             Ok(bytes) => SparseIndex::decode(&bytes, base, len),
@@ -350,21 +339,12 @@ fn recover_active(
             None,
         ));
     }
-    let format = match segment_format(&file, &path, base, file_len)? {
-        Ok(format) => format,
-        Err((format, reason)) => {
-            // The name is the truth for the base; frames carry their own
-            // offsets; the first frame tells the version.
-            log::warn!(
-                "corrupt segment header path={} reason={} frame_version={}",
-                path.display(),
-                reason,
-                if format == FrameFormat::V1 { 1 } else { 2 }
-            );
-            stats.corrupt_regions_found += 1;
-            format
-        }
-    };
+    // The name is the truth for the base; frames carry their own offsets;
+    // the first frame tells the version.
+    let (format, header_ok) = format_or_warn(&file, &path, base, file_len)?;
+    if !header_ok {
+        stats.corrupt_regions_found += 1;
+    }
     let scan = scan_segment(
         &file,
         &path,
@@ -443,4 +423,21 @@ fn active_from_scan(
             max_ts: s.max_ts,
         },
     }
+}
+
+/// The segment's frame format, from its header; a corrupt header is logged
+/// and the format is taken from the first frame instead (`false`).
+fn format_or_warn(file: &File, path: &Path, base: Offset, len: u64) -> Result<(FrameFormat, bool)> {
+    Ok(match segment_format(file, path, base, len)? {
+        Ok(format) => (format, true),
+        Err((format, reason)) => {
+            log::warn!(
+                "corrupt segment header path={} reason={} frame_version={}",
+                path.display(),
+                reason,
+                if format == FrameFormat::V1 { 1 } else { 2 }
+            );
+            (format, false)
+        }
+    })
 }
