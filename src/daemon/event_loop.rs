@@ -747,17 +747,7 @@ impl Daemon {
             name.as_deref(),
             &fresh,
         );
-        for d in &fresh {
-            self.group_record(
-                topic,
-                source,
-                name.as_deref(),
-                d.offset,
-                d.timestamp_ms,
-                d.key,
-                d.value,
-            );
-        }
+        self.group_records(topic, source, name.as_deref(), &fresh);
     }
 
     /// Writes a received record to our log, then to matching subscribers.
@@ -818,15 +808,7 @@ impl Daemon {
             name.as_deref(),
             &[record],
         );
-        self.group_record(
-            topic,
-            source,
-            name.as_deref(),
-            offset,
-            timestamp_ms,
-            key,
-            value,
-        );
+        self.group_records(topic, source, name.as_deref(), &[record]);
     }
 
     fn housekeeping(&mut self, now: Instant) {

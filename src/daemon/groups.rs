@@ -25,7 +25,7 @@ use crate::wire::ipc::{
     Commit, ConsumeMode, DeliveryRef, Failure, FailureKind, GapNotice, GapReason, StartFrom,
     Subscribe,
 };
-use crate::wire::{NodeId, Offset};
+use crate::wire::{NodeId, Offset, RecordRepr};
 
 /// Record bytes read from the log per catching-up stream per loop round.
 const CATCH_UP_BYTES: usize = 256 << 10;
@@ -241,52 +241,55 @@ impl Daemon {
         m.mode == MemberMode::Clustering
     }
 
-    /// A record just appended to the log: hand it to the owning member of
-    /// each group that has members here.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn group_record(
+    /// A run of records of one (topic, source) just appended to the log, in
+    /// offset order: each goes to the owning member of every group that has
+    /// members here. The groups and the log end are looked up once per run.
+    pub(super) fn group_records(
         &mut self,
         topic: &str,
         source: NodeId,
         source_name: Option<&str>,
-        offset: Offset,
-        timestamp_ms: u64,
-        key: &[u8],
-        value: &[u8],
+        records: &[RecordRepr<'_>],
     ) {
         if self.group_members.members.is_empty() {
             return;
         }
+        let Some(last) = records.last() else {
+            return;
+        };
         let groups = self.node.consumers().local_groups_for(topic);
-        if !groups.is_empty() {
-            let end = self
-                .group_members
-                .log_ends
-                .entry((Arc::from(topic), source))
-                .or_insert(Offset(0));
-            *end = (*end).max(offset.next());
+        if groups.is_empty() {
+            return;
         }
+        let end = self
+            .group_members
+            .log_ends
+            .entry((Arc::from(topic), source))
+            .or_insert(Offset(0));
+        *end = (*end).max(last.offset.next());
         for group in groups {
-            let route = self
-                .node
-                .consumers_mut()
-                .route(&group, topic, source, offset, Some(key));
-            match route {
-                Route::Deliver { member, .. } => {
-                    self.deliver_to(
-                        &group,
-                        &member,
-                        topic,
-                        source,
-                        source_name,
-                        offset,
-                        timestamp_ms,
-                        key,
-                        value,
-                    );
+            for r in records {
+                let route =
+                    self.node
+                        .consumers_mut()
+                        .route(&group, topic, source, r.offset, Some(r.key));
+                match route {
+                    Route::Deliver { member, .. } => {
+                        self.deliver_to(
+                            &group,
+                            &member,
+                            topic,
+                            source,
+                            source_name,
+                            r.offset,
+                            r.timestamp_ms,
+                            r.key,
+                            r.value,
+                        );
+                    }
+                    Route::Hold { .. } => self.group_members.lagging = true,
+                    _ => {}
                 }
-                Route::Hold { .. } => self.group_members.lagging = true,
-                _ => {}
             }
         }
     }

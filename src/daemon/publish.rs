@@ -188,17 +188,7 @@ impl Daemon {
             Some(&name),
             &reprs,
         );
-        for r in &reprs {
-            self.group_record(
-                &topic,
-                self.node_id,
-                Some(&name),
-                r.offset,
-                r.timestamp_ms,
-                r.key,
-                r.value,
-            );
-        }
+        self.group_records(&topic, self.node_id, Some(&name), &reprs);
         drop(reprs);
         for (k, ((conn, p), timestamp_ms)) in run.into_iter().zip(timestamps).enumerate() {
             let offset = Offset(first.0 + k as u64);
