@@ -121,20 +121,7 @@ impl Node {
         let Some(g) = self.groups.get(&group) else {
             return;
         };
-        let repr = FrameRepr {
-            header: HeaderRepr {
-                frame_type: FrameType::Announce,
-                flags: Flags::default(),
-                node: self.id,
-                session: g.sender.session(),
-            },
-            body: Body::Announce(AnnounceRepr {
-                kind,
-                name: &self.name,
-                extensions: &[],
-            }),
-        };
-        let frame = emit(&repr);
+        let frame = announce_frame(self.id, g.sender.session(), kind, &self.name, &[]);
         self.out.queue(Dest::Group(group), frame);
     }
 
@@ -537,23 +524,38 @@ impl Node {
         let budget = mtu.saturating_sub(HEADER_LEN + 4 + self.name.len());
         for ext in self.consumers.take_announcements(budget) {
             for (gid, g) in &self.groups {
-                let repr = FrameRepr {
-                    header: HeaderRepr {
-                        frame_type: FrameType::Announce,
-                        flags: Flags::default(),
-                        node: self.id,
-                        session: g.sender.session(),
-                    },
-                    body: Body::Announce(AnnounceRepr {
-                        kind: AnnounceKind::Alive,
-                        name: &self.name,
-                        extensions: &ext,
-                    }),
-                };
-                self.out
-                    .transmits
-                    .push_back((Dest::Group(*gid), emit(&repr)));
+                let frame = announce_frame(
+                    self.id,
+                    g.sender.session(),
+                    AnnounceKind::Alive,
+                    &self.name,
+                    &ext,
+                );
+                self.out.transmits.push_back((Dest::Group(*gid), frame));
             }
         }
     }
+}
+
+/// An ANNOUNCE of this node on one of its sessions.
+fn announce_frame(
+    node: NodeId,
+    session: SessionId,
+    kind: AnnounceKind,
+    name: &str,
+    extensions: &[u8],
+) -> Bytes {
+    emit(&FrameRepr {
+        header: HeaderRepr {
+            frame_type: FrameType::Announce,
+            flags: Flags::default(),
+            node,
+            session,
+        },
+        body: Body::Announce(AnnounceRepr {
+            kind,
+            name,
+            extensions,
+        }),
+    })
 }
