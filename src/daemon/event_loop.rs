@@ -4,7 +4,7 @@
 //!    deadlines and housekeeping, rounded up; zero while work is left over;
 //! 2. `poll`, retrying on `Interrupted` (a signal also lands here);
 //! 3. drain every readable socket until `WouldBlock` into
-//!    `node.handle_datagram`, at most [`RECV_BUDGET`] datagrams per socket per
+//!    `node.handle_datagram`, at most [`RECV_BUDGET_BYTES`] per socket per
 //!    round so one busy group cannot starve the others or the clients;
 //! 4. `handle_timeout` once the node's deadline has passed;
 //! 5. client requests (publish = log append, then `node.publish`);
@@ -34,8 +34,11 @@ use crate::proto::{Dest, Event, GroupId, Ticket};
 use crate::wire::auth::GroupKeys;
 use crate::wire::{NodeId, Offset, RecordRepr, TopicId};
 
-/// Most datagrams taken from one socket per loop round.
-const RECV_BUDGET: usize = 1024;
+/// Most bytes taken from one socket per loop round. Counted in bytes, not
+/// receive calls: one GRO buffer holds up to 64 KiB, and a round's records
+/// wait in memory as events until the round ends, so a budget of calls let
+/// one round hold tens of MiB (fresh pages, faulted in every round).
+const RECV_BUDGET_BYTES: usize = 1 << 20;
 /// Record bytes appended to the log in one write at most.
 const PUBLISH_RUN_BYTES: usize = 4 << 20;
 /// Largest datagram we receive: the UDP maximum, so nothing valid is cut.
@@ -253,7 +256,7 @@ impl Daemon {
     fn drain_one(&mut self, group: Option<usize>) -> bool {
         let mut taken = 0;
         let ls = &mut self.loop_state;
-        while taken < RECV_BUDGET {
+        while taken < RECV_BUDGET_BYTES {
             let (socket, group_id) = match group {
                 None => (&self.listen, None),
                 Some(k) => match self.groups.get(k) {
@@ -278,7 +281,7 @@ impl Daemon {
             }
             let now = clock::now();
             for (meta, buf) in ls.recv_meta.iter().zip(ls.recv_bufs.iter()).take(n) {
-                taken += 1;
+                taken += meta.len.max(1);
                 if meta.truncated {
                     self.stats.datagrams_received += 1;
                     self.stats.datagrams_truncated += 1;
