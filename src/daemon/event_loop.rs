@@ -39,8 +39,11 @@ use crate::wire::{NodeId, Offset, RecordRepr, TopicId};
 /// wait in memory as events until the round ends, so a budget of calls let
 /// one round hold tens of MiB (fresh pages, faulted in every round).
 const RECV_BUDGET_BYTES: usize = 1 << 20;
-/// Record bytes appended to the log in one write at most.
-const PUBLISH_RUN_BYTES: usize = 4 << 20;
+/// Record bytes appended to the log in one write at most (published runs,
+/// and received runs: a repair at the head of a long reorder buffer
+/// releases up to the whole receive window at once, and one write of that
+/// would outgrow the log's kept write buffer and re-fault it every time).
+const RUN_BYTES: usize = 4 << 20;
 /// Largest datagram we receive: the UDP maximum, so nothing valid is cut.
 const RECV_BUF_BYTES: usize = 65_536;
 /// Longest the loop sleeps, so a shutdown flag set by another thread (tests)
@@ -317,7 +320,7 @@ impl Daemon {
             };
             let mut bytes = p.value.len();
             let mut run = vec![(conn, p)];
-            while bytes < PUBLISH_RUN_BYTES {
+            while bytes < RUN_BYTES {
                 let same_topic = match (iter.peek(), run.first()) {
                     (Some((_, Request::Publish(next))), Some((_, first))) => {
                         Arc::ptr_eq(&next.topic, &first.topic) || next.topic == first.topic
@@ -637,6 +640,7 @@ impl Daemon {
                 self.handle_event(now, event);
                 continue;
             };
+            let mut bytes = records.bytes().len();
             run.push(records);
             while let Some(Event::Deliver {
                 topic: t,
@@ -645,10 +649,11 @@ impl Daemon {
             }) = iter.peek()
             {
                 // Deliveries of one source's topic share the topic's Arc.
-                if *s != source || !(Arc::ptr_eq(t, &topic) || *t == topic) {
+                if bytes >= RUN_BYTES || *s != source || !(Arc::ptr_eq(t, &topic) || *t == topic) {
                     break;
                 }
                 if let Some(Event::Deliver { records, .. }) = iter.next() {
+                    bytes += records.bytes().len();
                     run.push(records);
                 }
             }
