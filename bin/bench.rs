@@ -8,7 +8,7 @@
 //! in order, once) and the ping role measures round trips.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -74,6 +74,12 @@ pub struct BenchArgs {
     /// Raw: do not use UDP GSO even when the kernel has it
     #[arg(long)]
     no_gso: bool,
+    /// Ping, pong: wait for the answer by polling the socket without
+    /// sleeping (sched_yield between polls, so a shared core still serves
+    /// the others), as Aeron's and other low-latency clients do; trades a
+    /// core for the wakeup latency of a blocking read
+    #[arg(long)]
+    busy_poll: bool,
     /// Print one JSON object instead of a line of text
     #[arg(long)]
     json: bool,
@@ -432,10 +438,7 @@ fn ping(socket: &Path, args: &BenchArgs) -> Result<Report, String> {
             .map_err(|e| e.to_string())?;
         c.flush().map_err(|e| e.to_string())?;
         loop {
-            match c
-                .next_message(Duration::from_secs(2))
-                .map_err(|e| e.to_string())?
-            {
+            match next_message(&mut c, Duration::from_secs(2), args.busy_poll)? {
                 Some(Message::Record(d)) if read_u64(&d.value, 0) == Some(seq) => break,
                 Some(_) => continue,
                 None => {
@@ -459,6 +462,43 @@ fn ping(socket: &Path, args: &BenchArgs) -> Result<Report, String> {
     ))
 }
 
+/// The next message within `timeout`, by a blocking wait or by polling.
+fn next_message(c: &mut Client, timeout: Duration, busy: bool) -> Result<Option<Message>, String> {
+    if !busy {
+        return c.next_message(timeout).map_err(|e| e.to_string());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(m) = c.next_message(Duration::ZERO).map_err(|e| e.to_string())? {
+            return Ok(Some(m));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// `recv_from` on a non-blocking socket, polled until `timeout`.
+fn recv_polling(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> io::Result<(usize, SocketAddr)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match sock.recv_from(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(e);
+                }
+                std::thread::yield_now();
+            }
+            other => return other,
+        }
+    }
+}
+
 fn pong(socket: &Path, args: &BenchArgs) -> Result<Report, String> {
     let mut c = Client::connect(socket).map_err(|e| e.to_string())?;
     let ping_topic = format!("{}.ping", args.topic);
@@ -469,7 +509,7 @@ fn pong(socket: &Path, args: &BenchArgs) -> Result<Report, String> {
     let start = Instant::now();
     let mut n = 0u64;
     let idle = Duration::from_secs_f64(args.idle_timeout);
-    while let Some(m) = c.next_message(idle).map_err(|e| e.to_string())? {
+    while let Some(m) = next_message(&mut c, idle, args.busy_poll)? {
         if let Message::Record(d) = m {
             c.publish_oneway(&pong_topic, None, &d.value)
                 .map_err(|e| e.to_string())?;
@@ -666,6 +706,8 @@ fn raw_ping(args: &BenchArgs) -> Result<Report, String> {
     let sock = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
+    sock.set_nonblocking(args.busy_poll)
+        .map_err(|e| e.to_string())?;
     let mut h = new_histogram()?;
     let mut buf = vec![0u8; args.size.max(16)];
     let mut rbuf = vec![0u8; 65536];
@@ -676,9 +718,12 @@ fn raw_ping(args: &BenchArgs) -> Result<Report, String> {
         let sent = Instant::now();
         sock.send_to(&buf, peer).map_err(|e| e.to_string())?;
         loop {
-            let len = sock
-                .recv(&mut rbuf)
-                .map_err(|e| format!("no pong within 2s: {e}"))?;
+            let (len, _) = if args.busy_poll {
+                recv_polling(&sock, &mut rbuf, Duration::from_secs(2))
+            } else {
+                sock.recv_from(&mut rbuf)
+            }
+            .map_err(|e| format!("no pong within 2s: {e}"))?;
             if read_u64(&rbuf[..len], 0) == Some(seq) {
                 break;
             }
@@ -688,7 +733,14 @@ fn raw_ping(args: &BenchArgs) -> Result<Report, String> {
         }
     }
     let mut r = latency_report("ping", true, args.size, &h, start.elapsed().as_secs_f64());
-    r.method = Some("blocking recv".into());
+    r.method = Some(
+        if args.busy_poll {
+            "busy-poll recv"
+        } else {
+            "blocking recv"
+        }
+        .into(),
+    );
     Ok(r)
 }
 
@@ -697,13 +749,23 @@ fn raw_pong(args: &BenchArgs) -> Result<Report, String> {
         .bind
         .ok_or("--raw --role pong needs --bind ADDR:PORT")?;
     let sock = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
-    sock.set_read_timeout(Some(Duration::from_secs_f64(args.idle_timeout)))
+    let idle = Duration::from_secs_f64(args.idle_timeout);
+    sock.set_read_timeout(Some(idle))
+        .map_err(|e| e.to_string())?;
+    sock.set_nonblocking(args.busy_poll)
         .map_err(|e| e.to_string())?;
     eprintln!("raw pong ready bind={bind}");
     let mut buf = vec![0u8; 65536];
     let start = Instant::now();
     let mut n = 0u64;
-    while let Ok((len, from)) = sock.recv_from(&mut buf) {
+    let recv = |buf: &mut [u8]| {
+        if args.busy_poll {
+            recv_polling(&sock, buf, idle)
+        } else {
+            sock.recv_from(buf)
+        }
+    };
+    while let Ok((len, from)) = recv(&mut buf) {
         let _ = sock.send_to(&buf[..len], from);
         n += 1;
     }

@@ -28,8 +28,10 @@ use crate::wire::{NodeId, Offset, RecordRepr};
 /// (and catch-up stops) until the client has read some: a slow subscriber
 /// costs disk reads later, never unbounded daemon memory.
 const BACKLOG_LIMIT: usize = 8 << 20;
-/// Record bytes read from the log per cursor per catch-up round.
+/// Record bytes read from the log per read, and reads per cursor per
+/// catch-up round at most (the backlog limit usually stops it first).
 const CATCH_UP_BYTES: usize = 256 << 10;
+const CATCH_UP_READS: usize = 16;
 
 #[derive(Default)]
 pub(super) struct Subscriptions {
@@ -268,93 +270,98 @@ impl Subscriptions {
             }
             let mut behind = false;
             let keys: Vec<(Arc<str>, NodeId)> = sub.cursors.keys().cloned().collect();
-            for key in keys {
-                if ipc.backlog(sub.conn) >= BACKLOG_LIMIT {
-                    behind = true;
-                    break;
-                }
-                let (topic, source) = &key;
-                let Some(cursor) = sub.cursors.get_mut(&key) else {
-                    continue;
-                };
-                let Ok(topic_log) = log.log(topic, *source) else {
-                    continue;
-                };
-                if *cursor >= topic_log.next_offset() {
-                    continue;
-                }
-                let name = names.get(source).map(|n| &**n);
-                match topic_log.read(*cursor, CATCH_UP_BYTES) {
-                    Ok(batch) => {
-                        if let Some(hole) = &batch.hole {
-                            let retained = self.retained_from.get(&key).copied();
-                            let reason = match retained {
-                                Some(from) if hole.end <= from => GapReason::Retention,
-                                _ => GapReason::Unavailable,
-                            };
+            'keys: for key in keys {
+                // Several reads per round: one read per round fell behind a
+                // stream that appends more than that per round, so a
+                // subscriber that lagged once stayed on the log for good.
+                for _ in 0..CATCH_UP_READS {
+                    if ipc.backlog(sub.conn) >= BACKLOG_LIMIT {
+                        behind = true;
+                        break 'keys;
+                    }
+                    let (topic, source) = &key;
+                    let Some(cursor) = sub.cursors.get_mut(&key) else {
+                        continue 'keys;
+                    };
+                    let Ok(topic_log) = log.log(topic, *source) else {
+                        continue 'keys;
+                    };
+                    if *cursor >= topic_log.next_offset() {
+                        continue 'keys;
+                    }
+                    let name = names.get(source).map(|n| &**n);
+                    match topic_log.read(*cursor, CATCH_UP_BYTES) {
+                        Ok(batch) => {
+                            if let Some(hole) = &batch.hole {
+                                let retained = self.retained_from.get(&key).copied();
+                                let reason = match retained {
+                                    Some(from) if hole.end <= from => GapReason::Retention,
+                                    _ => GapReason::Unavailable,
+                                };
+                                ipc.send(
+                                    sub.conn,
+                                    &Response::Gap(GapNotice {
+                                        sub_id: sub.sub_id,
+                                        topic: topic.to_string(),
+                                        source: *source,
+                                        from: hole.start,
+                                        to: hole.end,
+                                        reason,
+                                    }),
+                                );
+                            }
+                            if let Ok(records) = batch.records() {
+                                for r in records {
+                                    ipc.send_record(
+                                        sub.conn,
+                                        &DeliveryRef {
+                                            sub_id: sub.sub_id,
+                                            topic,
+                                            source: *source,
+                                            source_name: name,
+                                            offset: r.offset,
+                                            timestamp_ms: r.timestamp_ms,
+                                            key: r.key,
+                                            value: r.value,
+                                        },
+                                    );
+                                }
+                            }
+                            if batch.next_offset <= *cursor {
+                                // Nothing readable past the cursor yet.
+                                continue 'keys;
+                            }
+                            *cursor = batch.next_offset;
+                        }
+                        Err(crate::log::Error::BelowRetention {
+                            requested,
+                            earliest,
+                        }) => {
                             ipc.send(
                                 sub.conn,
                                 &Response::Gap(GapNotice {
                                     sub_id: sub.sub_id,
                                     topic: topic.to_string(),
                                     source: *source,
-                                    from: hole.start,
-                                    to: hole.end,
-                                    reason,
+                                    from: requested,
+                                    to: earliest,
+                                    reason: GapReason::Retention,
                                 }),
                             );
-                        }
-                        if let Ok(records) = batch.records() {
-                            for r in records {
-                                ipc.send_record(
-                                    sub.conn,
-                                    &DeliveryRef {
-                                        sub_id: sub.sub_id,
-                                        topic,
-                                        source: *source,
-                                        source_name: name,
-                                        offset: r.offset,
-                                        timestamp_ms: r.timestamp_ms,
-                                        key: r.key,
-                                        value: r.value,
-                                    },
-                                );
-                            }
-                        }
-                        if batch.next_offset <= *cursor {
-                            // Nothing readable past the cursor yet.
-                            continue;
-                        }
-                        *cursor = batch.next_offset;
-                        if *cursor < topic_log.next_offset() {
+                            *cursor = earliest;
                             behind = true;
                         }
-                    }
-                    Err(crate::log::Error::BelowRetention {
-                        requested,
-                        earliest,
-                    }) => {
-                        ipc.send(
-                            sub.conn,
-                            &Response::Gap(GapNotice {
-                                sub_id: sub.sub_id,
-                                topic: topic.to_string(),
-                                source: *source,
-                                from: requested,
-                                to: earliest,
-                                reason: GapReason::Retention,
-                            }),
-                        );
-                        *cursor = earliest;
-                        behind = true;
-                    }
-                    Err(e) => {
-                        ::log::warn!(
+                        Err(e) => {
+                            ::log::warn!(
                             "subscriber read failed topic={topic} source={source} offset={} error={e}",
                             *cursor
                         );
+                            continue 'keys;
+                        }
                     }
                 }
+                // The reads ran out before the log's end.
+                behind = true;
             }
             sub.lagging = behind;
         }
