@@ -251,3 +251,112 @@ fn a_client_gets_every_batched_record_in_order_with_its_fields() {
     // The records of a run share one topic allocation.
     assert!(Arc::ptr_eq(&got[0].topic, &got[1].topic));
 }
+
+#[test]
+fn random_runs_responses_and_partial_writes_arrive_intact_and_in_order() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut b = Bench::new();
+    let mut raw = UnixStream::connect(&b.path).unwrap();
+    raw.set_nonblocking(true).unwrap();
+    b.accept();
+    let topics = ["a", "b", "md.long.topic.name"];
+    let names = [None, Some("h1"), Some("h2")];
+    // Every record and response, in the order queued.
+    let mut expected = Vec::new();
+    let mut got = Vec::new();
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut read_some = |b: &mut Bench, got: &mut Vec<String>, max: usize| {
+        let want = 1 + max.min(chunk.len() - 1);
+        match raw.read(&mut chunk[..want]) {
+            Ok(0) => panic!("the server closed the connection"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => b.pump(),
+            Err(e) => panic!("read failed: {e}"),
+        }
+        while let Some(frame) = take_frame(&mut buf).unwrap() {
+            match Response::parse(&frame).unwrap() {
+                Response::Records(batch) => {
+                    for r in batch.records {
+                        got.push(format!(
+                            "{} {} {} {:?} {} {} {:?} {}",
+                            batch.sub_id,
+                            batch.topic,
+                            batch.source.0,
+                            batch.source_name,
+                            r.offset.0,
+                            r.timestamp_ms,
+                            r.key,
+                            r.value.len()
+                        ));
+                    }
+                }
+                other => got.push(format!("{other:?}")),
+            }
+        }
+    };
+    for i in 0..30_000u64 {
+        let op = next() % 100;
+        if op < 85 {
+            // Mostly long runs: change a shared field now and then.
+            let r = next();
+            let sub_id = u32::from(r % 16 == 0);
+            let topic = topics[usize::from(r % 8 == 1)];
+            let topic = if r % 64 == 2 { topics[2] } else { topic };
+            let source = u64::from(r % 32 == 3);
+            let name = names[usize::from(r % 16 == 4) + usize::from(r % 48 == 5)];
+            let key: &[u8] = if r % 3 == 0 { b"" } else { b"key" };
+            let value_len = if r % 500 == 6 { 70_000 } else { (r >> 40) as usize % 200 };
+            let value = vec![7u8; value_len];
+            b.server.send_record(
+                0,
+                &DeliveryRef {
+                    sub_id,
+                    topic,
+                    source: NodeId(source),
+                    source_name: name,
+                    offset: Offset(i),
+                    timestamp_ms: i * 2,
+                    key,
+                    value: &value,
+                },
+            );
+            expected.push(format!(
+                "{sub_id} {topic} {source} {:?} {i} {} {:?} {value_len}",
+                name.map(Arc::<str>::from),
+                i * 2,
+                Bytes::copy_from_slice(key)
+            ));
+        } else if op < 90 {
+            b.server.send(0, &Response::Pong { nonce: i });
+            expected.push(format!("{:?}", Response::Pong { nonce: i }));
+        } else if op < 97 {
+            b.server.flush(b.poll.registry());
+        } else {
+            // A slow reader: the server often writes only part of a frame.
+            let max = (next() % 5000) as usize;
+            read_some(&mut b, &mut got, max);
+        }
+    }
+    b.server.flush(b.poll.registry());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < expected.len() && std::time::Instant::now() < deadline {
+        read_some(&mut b, &mut got, usize::MAX);
+    }
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g, e, "item {i}");
+    }
+    let stats = b.server.stats();
+    assert!(
+        stats.frames_sent < stats.records_sent,
+        "runs were batched: {stats:?}"
+    );
+    assert_eq!(stats.frames_unencodable, 0);
+}
