@@ -264,8 +264,8 @@ impl IpcServer {
             return;
         }
         let joined = match c.open_records.as_mut() {
-            // Bytes from the frame's start on have not been handed to the
-            // kernel (a write attempt closes the frame; this is the check).
+            // Only a frame none of whose bytes went to the kernel may grow
+            // (a write attempt already closes it; this guards the rule).
             Some(open) if c.wpos <= open.start_pos() => {
                 open.append(&mut c.wbuf, delivery, RECORDS_FRAME_BODY_CAP)
             }

@@ -312,7 +312,11 @@ fn random_runs_responses_and_partial_writes_arrive_intact_and_in_order() {
             let source = u64::from(r % 32 == 3);
             let name = names[usize::from(r % 16 == 4) + usize::from(r % 48 == 5)];
             let key: &[u8] = if r % 3 == 0 { b"" } else { b"key" };
-            let value_len = if r % 500 == 6 { 70_000 } else { (r >> 40) as usize % 200 };
+            let value_len = if r % 500 == 6 {
+                70_000
+            } else {
+                (r >> 40) as usize % 200
+            };
             let value = vec![7u8; value_len];
             b.server.send_record(
                 0,
