@@ -45,16 +45,22 @@ fn run(records: u64, size: usize, loss: f64) -> u64 {
         delivered += sim
             .take_events(rx)
             .iter()
-            .filter(|(_, e)| matches!(e, Event::Deliver { .. }))
-            .count() as u64;
+            .map(|(_, e)| match e {
+                Event::Deliver { records, .. } => records.len() as u64,
+                _ => 0,
+            })
+            .sum::<u64>();
     }
     while delivered < records {
         sim.run_for(Duration::from_millis(5));
         delivered += sim
             .take_events(rx)
             .iter()
-            .filter(|(_, e)| matches!(e, Event::Deliver { .. }))
-            .count() as u64;
+            .map(|(_, e)| match e {
+                Event::Deliver { records, .. } => records.len() as u64,
+                _ => 0,
+            })
+            .sum::<u64>();
     }
     delivered
 }

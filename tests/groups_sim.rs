@@ -315,26 +315,27 @@ impl World {
                 Event::Deliver {
                     source,
                     topic,
-                    offset,
-                    key,
+                    records,
                     ..
                 } if &*topic == TOPIC => {
-                    let key: u64 = std::str::from_utf8(&key)
-                        .ok()
-                        .and_then(|k| k.strip_prefix("key-"))
-                        .and_then(|k| k.parse().ok())
-                        .unwrap_or(u64::MAX);
-                    let log = self.logs[node].entry(source).or_default();
-                    let len = log.len() as u64;
-                    if len != offset.0 {
-                        self.fail(format!(
-                            "daemon {node} got offset {} of {source:?}, log has {len}",
-                            offset.0
-                        ));
-                        continue;
+                    for rec in records.iter() {
+                        let key: u64 = std::str::from_utf8(rec.key)
+                            .ok()
+                            .and_then(|k| k.strip_prefix("key-"))
+                            .and_then(|k| k.parse().ok())
+                            .unwrap_or(u64::MAX);
+                        let log = self.logs[node].entry(source).or_default();
+                        let len = log.len() as u64;
+                        if len != rec.offset.0 {
+                            self.fail(format!(
+                                "daemon {node} got offset {} of {source:?}, log has {len}",
+                                rec.offset.0
+                            ));
+                            continue;
+                        }
+                        log.push(key);
+                        self.route(node, source, rec.offset, key);
                     }
-                    log.push(key);
-                    self.route(node, source, offset, key);
                 }
                 Event::Gap { .. } => self.fail(format!("daemon {node}: transport gap {e:?}")),
                 _ => {}

@@ -102,13 +102,7 @@ fn gap_is_naked_after_a_random_delay_and_repaired_by_the_source() {
         .flags
         .contains(Flags::REPAIR));
     b.handle_datagram(t1, addr(1), Some(G), repair);
-    let offsets: Vec<u64> = events(&mut b)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Deliver { offset, .. } => Some(offset.0),
-            _ => None,
-        })
-        .collect();
+    let offsets = delivered_offsets(&events(&mut b));
     assert_eq!(offsets, vec![0, 1, 2]);
 }
 
@@ -223,13 +217,7 @@ fn nak_below_the_window_is_answered_unrecoverable_and_becomes_a_gap() {
         ev.iter().any(|e| matches!(e, Event::Gap { .. })),
         "an explicit gap, never a silent hole: {ev:?}"
     );
-    assert!(ev.iter().any(|e| matches!(
-        e,
-        Event::Deliver {
-            offset: Offset(9),
-            ..
-        }
-    )));
+    assert!(delivered_offsets(&ev).contains(&9));
     // And the receiver stops asking.
     let t2 = t1 + Duration::from_secs(2);
     b.handle_timeout(t2);
@@ -533,10 +521,7 @@ fn a_full_receive_buffer_still_takes_the_repair_it_waits_for() {
     {
         b.handle_datagram(t1, addr(1), Some(G), &f);
     }
-    let delivered = events(&mut b)
-        .iter()
-        .filter(|e| matches!(e, Event::Deliver { .. }))
-        .count();
+    let delivered = delivered_offsets(&events(&mut b)).len();
     assert!(
         delivered >= 2,
         "the head repair was taken and the buffer drained ({delivered} delivered)"
@@ -602,13 +587,59 @@ fn sessions_past_the_limit_are_refused_and_counted_until_silent_ones_are_forgott
         b.handle_datagram(t1, addr(1), Some(G), &f);
     }
     b.handle_datagram(t1, addr(1), Some(G), &frames[0]);
-    let delivered: Vec<u64> = events(&mut b)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Deliver { offset, .. } => Some(offset.0),
-            _ => None,
-        })
-        .collect();
+    let delivered = delivered_offsets(&events(&mut b));
     assert_eq!(delivered, vec![0]);
     assert_eq!(b.stats().sessions_refused, 501);
+}
+
+/// Offsets of every delivered record, in delivery order.
+fn delivered_offsets(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .flat_map(|e| match e {
+            Event::Deliver { records, .. } => records.iter().map(|r| r.offset.0).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_gap_is_reported_before_the_buffered_records_after_it() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig {
+        retransmit_window_bytes: 200,
+        ..GroupConfig::default()
+    };
+    let (mut a, mut b, frames) = setup(&cfg, 10, t0);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[0]);
+    for f in &frames[2..] {
+        b.handle_datagram(t0, addr(1), Some(G), f); // seq 1 lost
+    }
+    let before = delivered_offsets(&events(&mut b));
+    assert_eq!(before, vec![0]);
+    let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
+    b.handle_timeout(t1);
+    let nak = drain(&mut b, t1)
+        .into_iter()
+        .find(|(_, f)| kind(f) == "Nak")
+        .expect("a NAK for seq 1")
+        .1;
+    a.handle_datagram(t1, addr(2), None, &nak);
+    let unrec = drain(&mut a, t1)
+        .into_iter()
+        .find(|(_, f)| kind(f) == "Unrecoverable")
+        .expect("seq 1 left the small window")
+        .1;
+    b.handle_datagram(t1, addr(1), None, &unrec);
+    let ev = events(&mut b);
+    let gap = ev.iter().position(|e| matches!(e, Event::Gap { .. }));
+    let deliver = ev.iter().position(|e| matches!(e, Event::Deliver { .. }));
+    assert!(gap.is_some() && deliver.is_some(), "{ev:?}");
+    // A daemon that fills gaps from a log must know of the gap before the
+    // records after it reach the log.
+    assert!(
+        gap < deliver,
+        "gap after the records that follow it: {ev:?}"
+    );
+    assert_eq!(delivered_offsets(&ev), (2..10).collect::<Vec<_>>());
 }

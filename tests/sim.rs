@@ -168,18 +168,20 @@ fn run(s: &Scenario) -> Result<Outcome, String> {
         for r in 0..s.receivers {
             for (at, e) in sim.take_events(r + 1) {
                 match e {
-                    Event::Deliver {
-                        topic,
-                        offset,
-                        key,
-                        value,
-                        ..
-                    } => {
+                    Event::Deliver { topic, records, .. } => {
                         let t = topics
                             .iter()
                             .position(|n| **n == *topic)
                             .ok_or(format!("unknown topic {topic}"))?;
-                        got[r].push((t, offset.0, key.to_vec(), value.to_vec(), at));
+                        for rec in records.iter() {
+                            got[r].push((
+                                t,
+                                rec.offset.0,
+                                rec.key.to_vec(),
+                                rec.value.to_vec(),
+                                at,
+                            ));
+                        }
                     }
                     Event::Gap {
                         seqs: SeqRange { start, end },
@@ -465,13 +467,7 @@ fn receiver_cut_off_past_the_window_gets_a_gap_not_a_hang() {
         .iter()
         .filter(|(_, e)| matches!(e, Event::Gap { .. }))
         .count();
-    let last = ev1
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::Deliver { offset, .. } => Some(offset.0),
-            _ => None,
-        })
-        .max();
+    let last = delivered_offsets(&ev1).max();
     assert!(gaps >= 1, "no gap event for the cut-off receiver");
     assert_eq!(
         last,
@@ -480,10 +476,7 @@ fn receiver_cut_off_past_the_window_gets_a_gap_not_a_hang() {
     );
     assert!(sim.node(r1).stats().unrecoverable_received >= 1 || sim.node(r1).stats().seqs_lost > 0);
     let ev2 = sim.take_events(r2);
-    let n2 = ev2
-        .iter()
-        .filter(|(_, e)| matches!(e, Event::Deliver { .. }))
-        .count();
+    let n2 = delivered_offsets(&ev2).count();
     assert_eq!(n2, 1150, "the healthy receiver gets everything");
 }
 
@@ -550,13 +543,7 @@ fn restarted_source_is_a_new_session_not_confused_with_the_old() {
         replaced, 1,
         "the restart is recognised as a new session replacing the old"
     );
-    let offsets: Vec<u64> = ev
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::Deliver { offset, .. } => Some(offset.0),
-            _ => None,
-        })
-        .collect();
+    let offsets: Vec<u64> = delivered_offsets(&ev).collect();
     assert_eq!(offsets, (0..80).collect::<Vec<_>>());
 }
 
@@ -603,4 +590,12 @@ fn garbage_datagrams_are_counted_and_dropped() {
         sim.inject(r, &bytes);
     }
     assert_eq!(sim.node(r).stats().datagrams_malformed, 1000);
+}
+
+/// Offsets of every delivered record, in delivery order.
+fn delivered_offsets(events: &[(Instant, Event)]) -> impl Iterator<Item = u64> + '_ {
+    events.iter().flat_map(|(_, e)| match e {
+        Event::Deliver { records, .. } => records.iter().map(|r| r.offset.0).collect(),
+        _ => Vec::new(),
+    })
 }

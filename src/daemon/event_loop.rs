@@ -30,7 +30,7 @@ use super::sockets::{self, OutDatagram, RecvMeta, MAX_BATCH, MAX_SEND_BATCH};
 use super::{clock, signals, Daemon, Error, GROUP_TOKEN_BASE, LISTEN_TOKEN};
 use crate::log::Appended;
 use crate::netconf::IdlePolicy;
-use crate::proto::{Dest, Event, GroupId, Ticket};
+use crate::proto::{DeliveredRecords, Dest, Event, GroupId, Ticket};
 use crate::wire::auth::GroupKeys;
 use crate::wire::{NodeId, Offset, RecordRepr, TopicId};
 
@@ -39,8 +39,11 @@ use crate::wire::{NodeId, Offset, RecordRepr, TopicId};
 /// wait in memory as events until the round ends, so a budget of calls let
 /// one round hold tens of MiB (fresh pages, faulted in every round).
 const RECV_BUDGET_BYTES: usize = 1 << 20;
-/// Record bytes appended to the log in one write at most.
-const PUBLISH_RUN_BYTES: usize = 4 << 20;
+/// Record bytes appended to the log in one write at most (published runs,
+/// and received runs: a repair at the head of a long reorder buffer
+/// releases up to the whole receive window at once, and one write of that
+/// would outgrow the log's kept write buffer and re-fault it every time).
+const RUN_BYTES: usize = 4 << 20;
 /// Largest datagram we receive: the UDP maximum, so nothing valid is cut.
 const RECV_BUF_BYTES: usize = 65_536;
 /// Longest the loop sleeps, so a shutdown flag set by another thread (tests)
@@ -55,14 +58,6 @@ const MAX_PEERS: usize = 4096;
 /// Shortest time between prunes of a full peer table, and how recently a
 /// peer must have been heard to survive one.
 const PEER_PRUNE_EVERY: Duration = Duration::from_secs(5);
-
-/// One delivered record, as batched for the log.
-pub(super) struct Delivered {
-    offset: Offset,
-    timestamp_ms: u64,
-    key: Bytes,
-    value: Bytes,
-}
 
 /// One group's receive socket and where its `Dest::Group` sends go.
 pub(super) struct GroupIo {
@@ -120,6 +115,8 @@ pub(super) struct LoopState {
     pub(super) stalled_sync_deadline: Option<Instant>,
     /// Events drained from the node, reused between rounds.
     events: Vec<Event>,
+    /// Consecutive deliveries of one (topic, source), reused likewise.
+    delivered_run: Vec<DeliveredRecords>,
     /// Sync publishes per group by ticket; a ticket that was stalled gets
     /// its entry when it is finally published.
     pub(super) syncs: BTreeMap<(GroupId, Ticket), PendingSync>,
@@ -323,7 +320,7 @@ impl Daemon {
             };
             let mut bytes = p.value.len();
             let mut run = vec![(conn, p)];
-            while bytes < PUBLISH_RUN_BYTES {
+            while bytes < RUN_BYTES {
                 let same_topic = match (iter.peek(), run.first()) {
                     (Some((_, Request::Publish(next))), Some((_, first))) => {
                         Arc::ptr_eq(&next.topic, &first.topic) || next.topic == first.topic
@@ -518,12 +515,9 @@ impl Daemon {
             Event::Deliver {
                 topic,
                 source,
-                offset,
-                timestamp_ms,
-                key,
-                value,
+                records,
                 ..
-            } => self.store_delivery(&topic, source, offset, timestamp_ms, &key, &value),
+            } => self.store_deliveries(&topic, source, std::slice::from_ref(&records)),
             Event::Gap {
                 group,
                 source,
@@ -634,79 +628,69 @@ impl Daemon {
     /// one (topic, source) go to the log as one batch.
     fn handle_events(&mut self, now: Instant, events: &mut Vec<Event>) {
         let mut iter = events.drain(..).peekable();
-        let mut run: Vec<Delivered> = Vec::new();
+        let mut run = std::mem::take(&mut self.loop_state.delivered_run);
         while let Some(event) = iter.next() {
             let Event::Deliver {
                 topic,
                 source,
-                offset,
-                timestamp_ms,
-                key,
-                value,
+                records,
                 ..
             } = event
             else {
                 self.handle_event(now, event);
                 continue;
             };
-            run.push(Delivered {
-                offset,
-                timestamp_ms,
-                key,
-                value,
-            });
+            let mut bytes = records.bytes().len();
+            run.push(records);
             while let Some(Event::Deliver {
                 topic: t,
                 source: s,
                 ..
             }) = iter.peek()
             {
-                // Deliveries of one datagram share the topic's Arc.
-                if *s != source || !(Arc::ptr_eq(t, &topic) || *t == topic) {
+                // Deliveries of one source's topic share the topic's Arc.
+                if bytes >= RUN_BYTES || *s != source || !(Arc::ptr_eq(t, &topic) || *t == topic) {
                     break;
                 }
-                if let Some(Event::Deliver {
-                    offset,
-                    timestamp_ms,
-                    key,
-                    value,
-                    ..
-                }) = iter.next()
-                {
-                    run.push(Delivered {
-                        offset,
-                        timestamp_ms,
-                        key,
-                        value,
-                    });
+                if let Some(Event::Deliver { records, .. }) = iter.next() {
+                    bytes += records.bytes().len();
+                    run.push(records);
                 }
             }
             self.store_deliveries(&topic, source, &run);
             run.clear();
         }
+        self.loop_state.delivered_run = run;
     }
 
     /// Writes received records of one (topic, source), in delivery order, to
     /// our log with one write, then to matching subscribers.
-    pub(super) fn store_deliveries(&mut self, topic: &Arc<str>, source: NodeId, run: &[Delivered]) {
+    pub(super) fn store_deliveries(
+        &mut self,
+        topic: &Arc<str>,
+        source: NodeId,
+        run: &[DeliveredRecords],
+    ) {
         self.route(topic);
+        let records = || run.iter().flat_map(DeliveredRecords::iter);
         if self.is_filling(topic, source) {
-            for d in run {
-                self.store_delivery(topic, source, d.offset, d.timestamp_ms, &d.key, &d.value);
+            for r in records() {
+                self.store_delivery(topic, source, r.offset, r.timestamp_ms, r.key, r.value);
             }
             return;
         }
-        let Some(first) = run.first().map(|d| d.offset) else {
+        let Some(first) = records().next().map(|r| r.offset) else {
             return;
         };
+        let count: usize = run.iter().map(DeliveredRecords::len).sum();
         if self.is_stalled(topic, source) {
-            self.stats.records_unstored += run.len() as u64;
+            self.stats.records_unstored += count as u64;
             return;
         }
         let log = match self.log.log(topic, source) {
             Ok(log) => log,
             Err(e) => {
-                self.log_refused(topic, source, first, run.len(), &e);
+                self.log_refused(topic, source, first, count, &e);
                 return;
             }
         };
@@ -714,33 +698,20 @@ impl Daemon {
         // next offset (older ones are duplicates); mirror that to know which
         // to pass on.
         let mut next = log.next_offset();
-        let records = run.iter().map(|d| RecordRepr {
-            topic: TopicId(0),
-            offset: d.offset,
-            timestamp_ms: d.timestamp_ms,
-            key: &d.key,
-            value: &d.value,
-        });
-        if let Err(e) = log.append_replica_batch(clock::wall_ms(), records) {
-            self.log_refused(topic, source, next.max(first), run.len(), &e);
+        if let Err(e) = log.append_replica_batch(clock::wall_ms(), records()) {
+            self.log_refused(topic, source, next.max(first), count, &e);
             return;
         }
         let name = self.loop_state.names.get(&source).cloned();
-        let mut fresh = Vec::with_capacity(run.len());
-        for d in run {
-            if d.offset < next {
+        let mut fresh = Vec::with_capacity(count);
+        for r in records() {
+            if r.offset < next {
                 self.stats.records_duplicate += 1;
                 continue;
             }
-            next = d.offset.next();
+            next = r.offset.next();
             self.stats.records_stored += 1;
-            fresh.push(RecordRepr {
-                topic: TopicId(0),
-                offset: d.offset,
-                timestamp_ms: d.timestamp_ms,
-                key: &d.key,
-                value: &d.value,
-            });
+            fresh.push(r);
         }
         self.subs.on_records(
             &mut self.ipc,

@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
+mod delivered;
 pub mod groups;
 mod node;
 pub mod ranges;
@@ -42,6 +43,7 @@ use bytes::Bytes;
 
 pub use crate::wire::{NodeId, Offset, Seq, SeqRange, SessionId, TopicId};
 pub use config::{GroupConfig, GroupKind};
+pub use delivered::{DeliveredIter, DeliveredRecords};
 pub use node::{Node, MAX_RECEIVERS};
 pub use replay::{replay_end, ReplayEnd, ReplayId, ReplayOutcome, ReplayServe};
 pub use rng::Rng;
@@ -82,17 +84,16 @@ pub enum PublishError {
 /// What the node tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A record, in sequence order per source session (so in offset order
-    /// per topic), each exactly once.
+    /// Records of one topic from one datagram (or one reassembled record),
+    /// in offset order, each exactly once; datagrams in sequence order per
+    /// source session. A datagram holding several topics gives one event
+    /// per topic, in the order the topics first appear in it.
     Deliver {
         group: GroupId,
         source: NodeId,
         session: SessionId,
         topic: Arc<str>,
-        offset: Offset,
-        timestamp_ms: u64,
-        key: Bytes,
-        value: Bytes,
+        records: DeliveredRecords,
     },
     /// Datagrams that could not be recovered from the source's window: the
     /// driver should fill the topics' offsets from the log (replay) or report

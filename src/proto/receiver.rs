@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::node::Outputs;
 use super::ranges::{coalesce, expand};
 use super::sender::emit;
-use super::{Dest, Event, GroupConfig, GroupId};
+use super::{DeliveredRecords, Dest, Event, GroupConfig, GroupId};
 use crate::wire::{
     Body, DataPayload, Flags, Frame, FrameRepr, FrameType, HeaderRepr, HeartbeatRepr, NakRepr,
     NodeId, Offset, RecordRepr, Seq, SeqRange, SessionId, StatusRepr, TopicId,
@@ -52,6 +52,8 @@ pub struct Receiver {
     nak_deadline: Option<Instant>,
     down: bool,
     came_back: bool,
+    /// Scratch for `deliver_frame`, kept to avoid an allocation per frame.
+    runs: Vec<(TopicId, Offset, usize)>,
 }
 
 impl Receiver {
@@ -87,6 +89,7 @@ impl Receiver {
             nak_deadline: None,
             down: false,
             came_back: false,
+            runs: Vec::new(),
         }
     }
 
@@ -321,11 +324,14 @@ impl Receiver {
             let Some(frame) = self.buffer.get(&seq).cloned() else {
                 break;
             };
-            if !self.deliver_frame(out, &frame) {
-                break; // held: a topic id whose name we have not learned yet
-            }
+            // The gap goes out before the records after it: a driver that
+            // fills gaps from a log must hold those records until the fill is
+            // done, so it has to know of the gap when they arrive.
             if let Some(start) = gap_start.take() {
                 self.report_gap(out, start, seq);
+            }
+            if !self.deliver_frame(out, &frame) {
+                break; // held: a topic id whose name we have not learned yet
             }
             self.buffer.remove(&seq);
             self.buffered_bytes -= frame.len();
@@ -356,7 +362,7 @@ impl Receiver {
             return true; // invariant: validated on arrival; skip if not
         };
         match data.payload {
-            DataPayload::Records { .. } => {
+            DataPayload::Records { bytes, .. } => {
                 let mut declared: Vec<TopicId> = Vec::new();
                 for rec in data.payload.records() {
                     if let Some((id, _)) = rec.declaration() {
@@ -366,9 +372,21 @@ impl Receiver {
                         return false;
                     }
                 }
+                // (topic, offset expected before this frame, records taken)
+                let mut runs = std::mem::take(&mut self.runs);
                 for rec in data.payload.records() {
-                    self.deliver_record(out, frame, &rec);
+                    if let Some(from) = self.accept(out, &rec) {
+                        match runs.iter_mut().find(|(t, _, _)| *t == rec.topic) {
+                            Some(run) => run.2 += 1,
+                            None => runs.push((rec.topic, from, 1)),
+                        }
+                    }
                 }
+                let batch = frame.slice_ref(bytes);
+                for (topic, from, count) in runs.drain(..) {
+                    self.emit_deliver(out, &batch, topic, from, count);
+                }
+                self.runs = runs;
             }
             DataPayload::Fragment(f) => {
                 let max_total = self.cfg.max_record_bytes
@@ -404,7 +422,9 @@ impl Receiver {
                                 out.stats.fragments_dropped += 1;
                                 return true;
                             }
-                            self.deliver_record(out, &whole, &rec);
+                            if let Some(from) = self.accept(out, &rec) {
+                                self.emit_deliver(out, &whole, rec.topic, from, 1);
+                            }
                         }
                         Err(_) => out.stats.fragments_dropped += 1,
                     }
@@ -414,12 +434,15 @@ impl Receiver {
         true
     }
 
-    fn deliver_record(&mut self, out: &mut Outputs, frame: &Bytes, rec: &RecordRepr) {
+    /// Learns a declaration, or decides whether a record is delivered (its
+    /// offset at or past the topic's next); returns the topic's next offset
+    /// from before it if so.
+    fn accept(&mut self, out: &mut Outputs, rec: &RecordRepr) -> Option<Offset> {
         if let Some((id, name)) = rec.declaration() {
             if !self.topics.contains(id) {
                 let name: Arc<str> = Arc::from(name);
                 if !self.topics.insert(id, name.clone()) {
-                    return;
+                    return None;
                 }
                 out.events.push_back(Event::TopicSeen {
                     group: self.group,
@@ -428,28 +451,38 @@ impl Receiver {
                     next_offset: rec.offset,
                 });
             }
-            return;
+            return None;
         }
-        let Some(slot) = self.topics.get_mut(rec.topic) else {
-            return;
-        };
-        if slot.next.is_some_and(|e| rec.offset < e) {
+        let slot = self.topics.get_mut(rec.topic)?;
+        let from = slot.next.unwrap_or(Offset(0));
+        if rec.offset < from {
             out.stats.duplicates_dropped += 1;
-            return;
+            return None;
         }
         slot.next = Some(rec.offset.next());
-        let topic = slot.name.clone();
         out.stats.records_delivered += 1;
         out.stats.bytes_delivered += rec.value.len() as u64;
+        Some(from)
+    }
+
+    /// One event for the records of `topic` in `batch` that `accept` took.
+    fn emit_deliver(
+        &self,
+        out: &mut Outputs,
+        batch: &Bytes,
+        topic: TopicId,
+        from: Offset,
+        count: usize,
+    ) {
+        let Some(name) = self.topics.name(topic) else {
+            return; // invariant: accept found the topic
+        };
         out.events.push_back(Event::Deliver {
             group: self.group,
             source: self.source,
             session: self.session,
-            topic,
-            offset: rec.offset,
-            timestamp_ms: rec.timestamp_ms,
-            key: frame.slice_ref(rec.key),
-            value: frame.slice_ref(rec.value),
+            topic: name.clone(),
+            records: DeliveredRecords::new(batch.clone(), topic, from, count),
         });
     }
 
@@ -594,6 +627,13 @@ struct TopicTable {
 impl TopicTable {
     fn contains(&self, id: TopicId) -> bool {
         self.slots.get(id.0 as usize).is_some_and(Option::is_some)
+    }
+
+    fn name(&self, id: TopicId) -> Option<&Arc<str>> {
+        self.slots
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .map(|s| &s.name)
     }
 
     fn get_mut(&mut self, id: TopicId) -> Option<&mut TopicSlot> {
