@@ -312,12 +312,13 @@ fn datagram_sealed_under_the_fuzz_key_verifies_and_reseals_identically() {
 
 /// Writes the seed corpora of `fuzz/` (which are not committed) into
 /// `$FUZZ_CORPUS_DIR/<target>/`: every seed above for every target, plus a
-/// PUBLISH/SUBSCRIBE/PING stream for `ipc_frames` and an "odd first byte"
+/// PUBLISH/PING/RECORDS stream for `ipc_frames` and an "odd first byte"
 /// input for `log_read`. Used by `fuzz/run-all.sh`.
 #[test]
 #[ignore = "writes fuzz seed corpora: FUZZ_CORPUS_DIR=fuzz/corpus cargo test --test fuzz_regressions -- --ignored write_seed_corpora"]
 fn write_seed_corpora() {
-    use castlog::wire::ipc::{PublishMode, PublishRef, Request};
+    use castlog::wire::ipc::{DeliveryRef, OpenRecords, PublishMode, PublishRef, Request};
+    use castlog::wire::{NodeId, Offset};
     let Ok(dir) = std::env::var("FUZZ_CORPUS_DIR") else {
         return;
     };
@@ -334,6 +335,19 @@ fn write_seed_corpora() {
     .emit_to_vec(&mut ipc)
     .unwrap();
     Request::Ping { nonce: 7 }.emit_to_vec(&mut ipc).unwrap();
+    // A RECORDS frame of two records, so the response side starts covered.
+    let record = |offset: u64, key: &'static [u8]| DeliveryRef {
+        sub_id: 1,
+        topic: "md.x",
+        source: NodeId(9),
+        source_name: Some("h1"),
+        offset: Offset(offset),
+        timestamp_ms: 5,
+        key,
+        value: b"value",
+    };
+    let mut open = OpenRecords::start(&mut ipc, &record(0, b"k")).unwrap();
+    assert!(open.append(&mut ipc, &record(1, b""), 1 << 16).unwrap());
     let mut all = seeds();
     all.push(ipc);
     all.push(vec![1, 0, 0, 0]);

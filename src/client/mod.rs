@@ -643,16 +643,22 @@ impl Client {
             } => {
                 self.complete(request_id, Err(failure.into()));
             }
-            Response::Record(d) => self.messages.push_back(Message::Record(Delivery {
-                subscription: SubscriptionId(d.sub_id),
-                topic: d.topic,
-                source: d.source,
-                source_name: d.source_name,
-                offset: d.offset,
-                timestamp_ms: d.timestamp_ms,
-                key: d.key,
-                value: d.value,
-            })),
+            Response::Records(batch) => {
+                let subscription = SubscriptionId(batch.sub_id);
+                let (topic, source, source_name) = (batch.topic, batch.source, batch.source_name);
+                self.messages.extend(batch.records.into_iter().map(|r| {
+                    Message::Record(Delivery {
+                        subscription,
+                        topic: topic.clone(),
+                        source,
+                        source_name: source_name.clone(),
+                        offset: r.offset,
+                        timestamp_ms: r.timestamp_ms,
+                        key: r.key,
+                        value: r.value,
+                    })
+                }));
+            }
             Response::Gap(g) => self.messages.push_back(Message::Gap(Gap {
                 subscription: SubscriptionId(g.sub_id),
                 topic: g.topic,

@@ -22,7 +22,9 @@
 //! the publisher's backpressure (Aeron's `BACK_PRESSURED`, Kafka's full
 //! `buffer.memory`); other connections are read as usual. Output is buffered per connection and written by
 //! [`IpcServer::flush`] (or on the next writable event): one `write` carries
-//! many frames.
+//! many frames. Records sent to one subscription in a row share one RECORDS
+//! frame (up to [`RECORDS_FRAME_BODY_CAP`]): the frame stays open until
+//! another response is queued or a write of the connection is attempted.
 
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -33,7 +35,7 @@ use bytes::BytesMut;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::wire::ipc::take_frame;
+use crate::wire::ipc::{take_frame, OpenRecords};
 pub use crate::wire::ipc::{DeliveryRef, Request, Response};
 
 /// A connection's index; stable while the connection lives, reused after.
@@ -45,6 +47,11 @@ pub const READ_BUDGET_BYTES: usize = 1024 * 1024;
 const IDLE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Bytes asked of the kernel per `read` call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Body size up to which records join an open RECORDS frame. Large enough
+/// that 64 B records travel ~700 to a frame, small enough that a client
+/// sees the first records of a burst without waiting for a huge frame; a
+/// record above it gets a frame of its own.
+pub const RECORDS_FRAME_BODY_CAP: usize = 64 * 1024;
 
 /// Counters of the IPC server (plain u64, noun_verb); serializable for the
 /// daemon's stats document.
@@ -54,7 +61,10 @@ pub struct IpcStats {
     pub connections_closed: u64,
     pub frames_received: u64,
     pub frames_malformed: u64,
+    /// Frames queued for clients (a RECORDS frame counts once).
     pub frames_sent: u64,
+    /// Records queued for subscribers, in RECORDS frames.
+    pub records_sent: u64,
     pub frames_unencodable: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
@@ -101,6 +111,10 @@ struct Conn {
     in_deferred: bool,
     /// Topic of the last PUBLISH, shared by the next ones to it.
     last_topic: Option<std::sync::Arc<str>>,
+    /// The RECORDS frame at the end of `wbuf` that the next record of the
+    /// same subscription, source and topic joins; `None` once anything else
+    /// is queued or a write is attempted.
+    open_records: Option<OpenRecords>,
 }
 
 impl IpcServer {
@@ -238,9 +252,46 @@ impl IpcServer {
     }
 
     /// Queues a record delivery encoded straight from borrowed slices (no
-    /// allocation per record).
+    /// allocation per record). It joins the connection's open RECORDS frame
+    /// when that frame is for the same subscription, source, topic and
+    /// source name and stays within [`RECORDS_FRAME_BODY_CAP`]; otherwise it
+    /// starts a new frame, which the next records may join.
     pub fn send_record(&mut self, conn: ConnId, delivery: &DeliveryRef<'_>) {
-        self.queue(conn, |wbuf| delivery.emit_to_vec(wbuf));
+        let Some(Some(c)) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.is_broken {
+            return;
+        }
+        let joined = match c.open_records.as_mut() {
+            // Only a frame none of whose bytes went to the kernel may grow
+            // (a write attempt already closes it; this guards the rule).
+            Some(open) if c.wpos <= open.start_pos() => {
+                open.append(&mut c.wbuf, delivery, RECORDS_FRAME_BODY_CAP)
+            }
+            _ => Ok(false),
+        };
+        let queued = match joined {
+            Ok(true) => Ok(()),
+            Ok(false) => OpenRecords::start(&mut c.wbuf, delivery).map(|open| {
+                c.open_records = Some(open);
+                self.stats.frames_sent += 1;
+            }),
+            Err(e) => Err(e),
+        };
+        match queued {
+            Ok(()) => {
+                self.stats.records_sent += 1;
+                if !c.in_dirty {
+                    c.in_dirty = true;
+                    self.dirty.push(conn);
+                }
+            }
+            Err(e) => {
+                self.stats.frames_unencodable += 1;
+                ::log::warn!("dropping unencodable ipc record conn={conn} error={e}");
+            }
+        }
     }
 
     /// Writes queued output of every connection until done or WouldBlock;
@@ -338,6 +389,7 @@ impl IpcServer {
                         publishes: false,
                         in_deferred: false,
                         last_topic: None,
+                        open_records: None,
                     };
                     if id == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -419,6 +471,8 @@ impl IpcServer {
         if conn.is_broken {
             return;
         }
+        // The response follows the records: the next record starts anew.
+        conn.open_records = None;
         match emit(&mut conn.wbuf) {
             Ok(_) => {
                 self.stats.frames_sent += 1;
@@ -442,6 +496,8 @@ impl IpcServer {
         if conn.is_broken {
             return;
         }
+        // What goes to the kernel now must not change afterwards.
+        conn.open_records = None;
         while conn.wpos < conn.wbuf.len() {
             match conn.stream.write(&conn.wbuf[conn.wpos..]) {
                 Ok(0) => {
@@ -540,6 +596,7 @@ impl Conn {
         self.is_broken = true;
         self.wbuf = Vec::new();
         self.wpos = 0;
+        self.open_records = None;
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }

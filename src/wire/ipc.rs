@@ -3,7 +3,11 @@
 //! A stream carries frames back to back; many frames travel in one `write`
 //! and one `read` (the client buffers publishes and flushes them together,
 //! the daemon decodes every whole frame of a chunk), which is what keeps the
-//! per-record cost of the local hop far below one system call.
+//! per-record cost of the local hop far below one system call. Records get
+//! the same treatment one level down: a RECORDS frame carries a run of
+//! records of one subscription, source and topic, with those fields written
+//! once, and the daemon keeps adding to the last frame of a connection's
+//! output while the run lasts ([`OpenRecords`]).
 //!
 //! ```text
 //! frame
@@ -32,9 +36,11 @@
 //! 0x06  PING             nonce u64
 //! 0x81  PUBLISHED        request_id u64, offset u64
 //! 0x82  PUBLISH_FAILED   request_id u64, failure
-//! 0x83  RECORD           sub_id u32, source u64, offset u64, timestamp_ms u64,
-//!                        topic_len u16, source_name_len u16 (0 = unknown),
-//!                        key_len u16, value_len u32, topic, source_name, key, value
+//! 0x83  RECORDS          sub_id u32, source u64, topic str16,
+//!                        source_name str16 (empty = unknown), count u32 (>= 1),
+//!                        then count x entry
+//!
+//! entry = offset u64, timestamp_ms u64, key_len u16, value_len u32, key, value
 //! 0x84  GAP              sub_id u32, source u64, from u64, to u64 (exclusive),
 //!                        reason u8, topic str16
 //! 0x85  SUBSCRIBED       sub_id u32
@@ -62,6 +68,7 @@
 //! slices of it, so a 64 MiB value is never copied by the decoder.
 
 mod cursor;
+mod records;
 mod request;
 mod response;
 
@@ -70,8 +77,9 @@ use bytes::{Bytes, BytesMut};
 use self::cursor::{Reader, Writer};
 use super::{Error, Offset, Result};
 
+pub use self::records::{BatchRecord, DeliveryRef, OpenRecords, RecordBatch};
 pub use self::request::{Commit, Publish, PublishRef, Request, Subscribe};
-pub use self::response::{Delivery, DeliveryRef, GapNotice, Interned, Response};
+pub use self::response::{GapNotice, Interned, Response};
 
 /// Bytes before the body: `length` and `kind`.
 pub const FRAME_HEADER_LEN: usize = 5;
@@ -99,7 +107,7 @@ mod kind {
     pub const PING: u8 = 0x06;
     pub const PUBLISHED: u8 = 0x81;
     pub const PUBLISH_FAILED: u8 = 0x82;
-    pub const RECORD: u8 = 0x83;
+    pub const RECORDS: u8 = 0x83;
     pub const GAP: u8 = 0x84;
     pub const SUBSCRIBED: u8 = 0x85;
     pub const SUBSCRIBE_FAILED: u8 = 0x86;
@@ -109,8 +117,6 @@ mod kind {
 
 /// Fixed part of a PUBLISH body, before topic, key and value.
 const PUBLISH_FIXED_LEN: usize = 8 + 1 + 4 + 8 + 2 + 2 + 4;
-/// Fixed part of a RECORD body, before topic, source name, key and value.
-const RECORD_FIXED_LEN: usize = 4 + 8 + 8 + 8 + 2 + 2 + 2 + 4;
 
 /// Says whether `buf` starts with a whole frame: `Ok(Some(total_len))` when
 /// it does, `Ok(None)` when more bytes must arrive first, and an error when

@@ -80,6 +80,36 @@ fn golden_requests() -> Vec<(Request, Vec<u8>)> {
     ]
 }
 
+fn records_golden() -> Response {
+    Response::Records(RecordBatch {
+        sub_id: 7,
+        topic: "md".into(),
+        source: NodeId(0xab),
+        source_name: Some("h1".into()),
+        records: vec![
+            BatchRecord {
+                offset: Offset(258),
+                timestamp_ms: 5,
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"abc"),
+            },
+            BatchRecord {
+                offset: Offset(259),
+                timestamp_ms: 6,
+                key: Bytes::new(),
+                value: Bytes::from_static(b"z"),
+            },
+        ],
+    })
+}
+
+fn records_golden_bytes() -> Vec<u8> {
+    hex("00 00 00 4a  83  00 00 00 07  00 00 00 00 00 00 00 ab
+         00 02 6d 64  00 02 68 31  00 00 00 02
+         00 00 00 00 00 00 01 02  00 00 00 00 00 00 00 05  00 01  00 00 00 03  6b  61 62 63
+         00 00 00 00 00 00 01 03  00 00 00 00 00 00 00 06  00 00  00 00 00 01  7a")
+}
+
 fn golden_responses() -> Vec<(Response, Vec<u8>)> {
     vec![
         (
@@ -125,21 +155,7 @@ fn golden_responses() -> Vec<(Response, Vec<u8>)> {
             },
             hex("00 00 00 0d  82  00 00 00 00 00 00 00 04  01  00 01 78"),
         ),
-        (
-            Response::Record(Delivery {
-                sub_id: 7,
-                topic: "md".into(),
-                source: NodeId(0xab),
-                source_name: Some("h1".into()),
-                offset: Offset(258),
-                timestamp_ms: 5,
-                key: Bytes::from_static(b"k"),
-                value: Bytes::from_static(b"abc"),
-            }),
-            hex("00 00 00 2f  83  00 00 00 07  00 00 00 00 00 00 00 ab
-                 00 00 00 00 00 00 01 02  00 00 00 00 00 00 00 05
-                 00 02  00 02  00 01  00 00 00 03  6d 64  68 31  6b  61 62 63"),
-        ),
+        (records_golden(), records_golden_bytes()),
         (
             Response::Gap(GapNotice {
                 sub_id: 7,
@@ -255,15 +271,30 @@ fn varied_frames_round_trip() {
             },
         })
         .collect();
-    responses.push(Response::Record(Delivery {
+    let record = |offset: u64, key: &[u8], value: Bytes| BatchRecord {
+        offset: Offset(offset),
+        timestamp_ms: offset.wrapping_mul(3),
+        key: Bytes::copy_from_slice(key),
+        value,
+    };
+    responses.push(Response::Records(RecordBatch {
         sub_id: 1,
         topic: "t".into(),
         source: NodeId(u64::MAX),
         source_name: None,
-        offset: Offset(u64::MAX),
-        timestamp_ms: 0,
-        key: Bytes::new(),
-        value: big,
+        records: vec![record(u64::MAX, b"", big)],
+    }));
+    responses.push(Response::Records(RecordBatch {
+        sub_id: u32::MAX,
+        topic: "prix.€".into(),
+        source: NodeId(3),
+        source_name: Some("hôte".into()),
+        records: vec![
+            record(0, b"k0", Bytes::from_static(b"v0")),
+            record(1, b"", Bytes::new()),
+            record(2, &[0u8; 65535], Bytes::from(vec![1u8; 64 * 1024 - 100])),
+            record(3, b"k3", Bytes::from_static(b"v3")),
+        ],
     }));
     responses.push(Response::Gap(GapNotice {
         sub_id: 1,
@@ -341,6 +372,149 @@ fn truncated_frames_wait_for_more_bytes_and_never_parse() {
             assert!(Request::parse(&part).is_err());
         }
     }
+    for (_, golden) in golden_responses() {
+        for len in 0..golden.len() {
+            assert_eq!(frame_len(&golden[..len]), Ok(None), "len {len}");
+            let part = Bytes::copy_from_slice(&golden[..len]);
+            assert!(Response::parse(&part).is_err());
+        }
+    }
+}
+
+/// The RECORDS golden frame with its `count` set to `count` (length kept).
+fn records_with_count(count: u32) -> Vec<u8> {
+    let mut frame = records_golden_bytes();
+    // length 4, kind 1, sub_id 4, source 8, "md" 4, "h1" 4: count at 25.
+    frame[25..29].copy_from_slice(&count.to_be_bytes());
+    frame
+}
+
+#[test]
+fn a_records_frame_whose_count_disagrees_with_its_bytes_is_malformed() {
+    let golden = Bytes::from(records_golden_bytes());
+    assert!(Response::parse(&golden).is_ok());
+    // Says 3 records, holds 2: the third runs past the end.
+    assert!(matches!(
+        Response::parse(&Bytes::from(records_with_count(3))),
+        Err(castlog::wire::Error::Truncated { .. })
+    ));
+    // A count no frame could hold is refused without reserving for it.
+    assert!(matches!(
+        Response::parse(&Bytes::from(records_with_count(u32::MAX))),
+        Err(castlog::wire::Error::Truncated { .. })
+    ));
+    // Says 1 record, holds 2: bytes left over.
+    assert!(matches!(
+        Response::parse(&Bytes::from(records_with_count(1))),
+        Err(castlog::wire::Error::BadLength { .. })
+    ));
+    // A batch of nothing is a peer bug, not an empty delivery.
+    let mut empty = records_golden_bytes();
+    empty.truncate(29);
+    empty[..4].copy_from_slice(&25u32.to_be_bytes());
+    empty[25..29].copy_from_slice(&0u32.to_be_bytes());
+    assert!(matches!(
+        Response::parse(&Bytes::from(empty)),
+        Err(castlog::wire::Error::Malformed { .. })
+    ));
+    // A value length above 64 MiB, even with a count that fits.
+    let mut huge = records_golden_bytes();
+    // entry 1: offset 8, timestamp 8, key_len 2, then value_len at 29 + 18.
+    huge[47..51].copy_from_slice(&(MAX_VALUE_LEN as u32 + 1).to_be_bytes());
+    assert!(matches!(
+        Response::parse(&Bytes::from(huge)),
+        Err(castlog::wire::Error::Malformed { .. })
+    ));
+    // The topic must be UTF-8.
+    let mut bad_topic = records_golden_bytes();
+    bad_topic[19] = 0xff;
+    assert!(Response::parse(&Bytes::from(bad_topic)).is_err());
+    let empty_batch = Response::Records(RecordBatch {
+        sub_id: 1,
+        topic: "t".into(),
+        source: NodeId(1),
+        source_name: None,
+        records: Vec::new(),
+    });
+    let mut out = vec![9];
+    assert!(empty_batch.emit_to_vec(&mut out).is_err());
+    assert_eq!(out, [9], "a failed emit leaves the buffer as it was");
+}
+
+fn delivery<'a>(topic: &'a str, offset: u64, key: &'a [u8], value: &'a [u8]) -> DeliveryRef<'a> {
+    DeliveryRef {
+        sub_id: 7,
+        topic,
+        source: NodeId(0xab),
+        source_name: Some("h1"),
+        offset: Offset(offset),
+        timestamp_ms: offset - 253,
+        key,
+        value,
+    }
+}
+
+#[test]
+fn an_open_records_frame_grows_into_the_same_bytes_as_the_whole_batch() {
+    let mut out = vec![0xee; 3];
+    let mut open = OpenRecords::start(&mut out, &delivery("md", 258, b"k", b"abc")).unwrap();
+    assert_eq!(open.start_pos(), 3);
+    assert_eq!(
+        open.append(&mut out, &delivery("md", 259, b"", b"z"), 1 << 16),
+        Ok(true)
+    );
+    assert_eq!(open.count(), 2);
+    assert_eq!(out[..3], [0xee; 3]);
+    assert_eq!(out[3..], records_golden_bytes()[..]);
+    assert_eq!(
+        Response::parse(&Bytes::copy_from_slice(&out[3..])),
+        Ok(records_golden())
+    );
+}
+
+#[test]
+fn an_open_records_frame_refuses_what_does_not_belong_and_leaves_the_buffer_alone() {
+    let mut out = Vec::new();
+    let mut open = OpenRecords::start(&mut out, &delivery("md", 258, b"k", b"abc")).unwrap();
+    let before = out.clone();
+    let other_topic = delivery("me", 259, b"", b"z");
+    let other_sub = DeliveryRef {
+        sub_id: 8,
+        ..delivery("md", 259, b"", b"z")
+    };
+    let other_source = DeliveryRef {
+        source: NodeId(0xac),
+        ..delivery("md", 259, b"", b"z")
+    };
+    let unnamed = DeliveryRef {
+        source_name: None,
+        ..delivery("md", 259, b"", b"z")
+    };
+    let renamed = DeliveryRef {
+        source_name: Some("h12"),
+        ..delivery("md", 259, b"", b"z")
+    };
+    for d in [other_topic, other_sub, other_source, unnamed, renamed] {
+        assert_eq!(open.append(&mut out, &d, 1 << 16), Ok(false), "{d:?}");
+        assert_eq!(out, before, "{d:?}");
+    }
+    // Past the cap: the body is 51 bytes now, the next entry 23.
+    let next = delivery("md", 259, b"", b"z");
+    assert_eq!(open.append(&mut out, &next, 51 + 22), Ok(false));
+    assert_eq!(out, before);
+    // Something queued after the frame: it is no longer the last.
+    out.push(0);
+    assert_eq!(open.append(&mut out, &next, 1 << 16), Ok(false));
+    out.pop();
+    // A record the layout cannot carry is an error, not a new frame.
+    let long_key = vec![0u8; 70_000];
+    assert!(open
+        .append(&mut out, &delivery("md", 259, &long_key, b""), usize::MAX)
+        .is_err());
+    assert!(OpenRecords::start(&mut out, &delivery("md", 259, &long_key, b"")).is_err());
+    assert_eq!(out, before);
+    assert_eq!(open.append(&mut out, &next, 51 + 23), Ok(true));
+    assert_eq!(open.count(), 2);
 }
 
 #[test]
@@ -392,7 +566,10 @@ fn random_bytes_never_panic_the_decoder() {
         x ^= x << 17;
         x
     };
-    let (golden, _) = all_golden_bytes();
+    let (mut golden, _) = all_golden_bytes();
+    for (_, g) in golden_responses() {
+        golden.extend_from_slice(&g);
+    }
     for _ in 0..20_000 {
         // Mutate a valid stream so that many cases get past the header.
         let mut bytes = golden.clone();

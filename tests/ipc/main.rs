@@ -1,8 +1,10 @@
 //! The client <-> daemon IPC: golden bytes and round trips for every frame,
-//! framing split at every byte, malformed input (`frames`), and a real
+//! framing split at every byte, malformed input (`frames`), record batching
+//! into RECORDS frames (`batch`), and a real
 //! `IpcServer` on a mio loop (`fake_daemon`, a small daemon in a thread) with
 //! real `Client`s (`server_client`) and the `castlog` CLI (`cli`) against it.
 
+mod batch;
 mod cli;
 mod fake_daemon;
 mod frames;
@@ -22,9 +24,9 @@ use bytes::{Bytes, BytesMut};
 use castlog::client::{self, Client, ConsumeMode, Message, StartFrom};
 use castlog::daemon::ipc::{ConnId, IpcServer, IpcStats};
 use castlog::wire::ipc::{
-    frame_len, take_frame, Commit, Delivery, DeliveryRef, Failure, FailureKind, GapNotice,
-    GapReason, Publish, PublishMode, Request, Response, Subscribe, MAX_FRAME_BODY_LEN,
-    MAX_VALUE_LEN,
+    frame_len, take_frame, BatchRecord, Commit, DeliveryRef, Failure, FailureKind, GapNotice,
+    GapReason, OpenRecords, Publish, PublishMode, RecordBatch, Request, Response, Subscribe,
+    MAX_FRAME_BODY_LEN, MAX_VALUE_LEN,
 };
 use castlog::wire::{NodeId, Offset};
 
