@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::DaemonProc;
 
 fn ports() -> u16 {
-    30_000 + (std::process::id() % 3_000) as u16 * 3
+    30_000 + (std::process::id() % 3_000) as u16 * 4
 }
 
 fn bench(socket: Option<&Path>, args: &[&str]) -> Command {
