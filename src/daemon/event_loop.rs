@@ -53,6 +53,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// and retention is applied.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(50);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
+/// How often quiet client connections give back big output buffers.
+const BUFFER_TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Peers remembered at most (`LoopState::peers`, and their names).
 const MAX_PEERS: usize = 4096;
 /// Shortest time between prunes of a full peer table, and how recently a
@@ -110,6 +112,9 @@ pub(super) struct LoopState {
     pub(super) stalled: HashMap<GroupId, VecDeque<Stalled>>,
     /// Payload bytes held by `stalled` (see `publish.rs`).
     pub(super) stalled_payload_bytes: usize,
+    /// Per group, since when a record found the flow window shut (until
+    /// one goes through): `Stats::flow_window_closed_us`.
+    pub(super) window_closed_at: HashMap<GroupId, Instant>,
     /// No sync record in `stalled` has a deadline before this (it may be
     /// earlier than the real earliest: a scan then finds none and moves it).
     pub(super) stalled_sync_deadline: Option<Instant>,
@@ -130,6 +135,7 @@ pub(super) struct LoopState {
     pub(super) names: HashMap<NodeId, Arc<str>>,
     next_log_flush: Option<Instant>,
     next_retention: Option<Instant>,
+    next_buffer_trim: Option<Instant>,
     /// Earliest time `peers` may be pruned again (see `note_peer`).
     next_peer_prune: Option<Instant>,
 }
@@ -794,6 +800,11 @@ impl Daemon {
                 self.stats.log_errors += 1;
                 ::log::error!("log flush failed error={e}");
             }
+        }
+        let ls = &mut self.loop_state;
+        if ls.next_buffer_trim.is_none_or(|t| t <= now) {
+            ls.next_buffer_trim = Some(now + BUFFER_TRIM_EVERY);
+            self.ipc.trim_buffers();
         }
         let ls = &mut self.loop_state;
         if ls.next_retention.is_none_or(|t| t <= now) {

@@ -111,6 +111,8 @@ struct Conn {
     /// flow-control backlog is too large.
     publishes: bool,
     in_deferred: bool,
+    /// Wrote output since the last `trim_buffers`.
+    wrote_since_trim: bool,
     /// Topic of the last PUBLISH, shared by the next ones to it.
     last_topic: Option<std::sync::Arc<str>>,
     /// The RECORDS frame at the end of `wbuf` that the next record of the
@@ -296,6 +298,18 @@ impl IpcServer {
         }
     }
 
+    /// Gives back the output buffer of every connection that wrote nothing
+    /// since the last call and holds more than an idle one should (a large
+    /// record or a burst grew it). Called about once a second.
+    pub fn trim_buffers(&mut self) {
+        for conn in self.conns.iter_mut().flatten() {
+            if !conn.wrote_since_trim && conn.wbuf.is_empty() {
+                conn.wbuf.shrink_to(IDLE_BUFFER_BYTES);
+            }
+            conn.wrote_since_trim = false;
+        }
+    }
+
     /// Writes queued output of every connection until done or WouldBlock;
     /// what is left goes out on the connection's next writable event.
     pub fn flush(&mut self, registry: &Registry) {
@@ -399,6 +413,7 @@ impl IpcServer {
                         in_deferred: false,
                         last_topic: None,
                         open_records: None,
+                        wrote_since_trim: false,
                     };
                     if id == self.conns.len() {
                         self.conns.push(Some(conn));
@@ -527,12 +542,13 @@ impl IpcServer {
                 }
             }
         }
+        conn.wrote_since_trim = true;
         if conn.wpos == conn.wbuf.len() {
+            // The capacity stays while output keeps coming (`trim_buffers`
+            // gives it back once the connection is quiet): growing it again
+            // after every drained burst faulted its pages in afresh.
             conn.wbuf.clear();
             conn.wpos = 0;
-            // A large record or a burst left a big buffer: give it back, so
-            // idle connections stay small.
-            conn.wbuf.shrink_to(IDLE_BUFFER_BYTES);
         } else if conn.wpos > conn.wbuf.len() / 2 {
             // Compact so the buffer does not grow with a slow reader.
             conn.wbuf.drain(..conn.wpos);

@@ -269,7 +269,12 @@ impl Daemon {
     /// window is shut.
     fn send_record(&mut self, now: Instant, group: GroupId, mut r: Stalled) -> Option<Stalled> {
         if !self.node.can_publish(group) {
+            self.loop_state.window_closed_at.entry(group).or_insert(now);
             return Some(r);
+        }
+        if let Some(at) = self.loop_state.window_closed_at.remove(&group) {
+            let closed = now.saturating_duration_since(at).as_micros();
+            self.stats.flow_window_closed_us += u64::try_from(closed).unwrap_or(u64::MAX);
         }
         if r.payload.is_none() {
             r.payload = self.reload(&r.topic, r.offset);

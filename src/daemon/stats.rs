@@ -39,6 +39,9 @@ pub struct Stats {
     pub publishes_failed: u64,
     /// Publishes the flow window held back at least once.
     pub publishes_backpressured: u64,
+    /// Time records waited for a shut flow window, in µs (summed over
+    /// groups): how long the slowest receiver held publishers back.
+    pub flow_window_closed_us: u64,
     /// Waiting records whose bytes were dropped from memory (read back from
     /// the log when sent).
     pub publishes_spilled: u64,

@@ -220,6 +220,13 @@ impl Receiver {
         }
         self.extend_to(now, out, seq);
         self.highest_next = self.highest_next.max(seq.next());
+        // In order with nothing waiting (the common case): delivered without
+        // a trip through the reorder buffer.
+        if seq == self.next_deliver && self.buffer.is_empty() && self.deliver_frame(out, &frame) {
+            self.next_deliver = seq.next();
+            self.deliver(out);
+            return;
+        }
         self.buffered_bytes += frame.len();
         self.buffer.insert(seq, frame);
         self.deliver(out);
