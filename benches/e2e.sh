@@ -221,7 +221,7 @@ if [[ " $SECTIONS " == *" rtt "* ]]; then
     on 1 "$BIN/castlog" bench --raw --role ping --peer "$NET.2:7601" --interface "$NET.1" --size 32 --count "$n" $poll --json > "$WORK/rtt.json" || true
     wait $rp || true
     printf '%-34s %10s %10s %10s\n' "raw ($label)" "$(field p50_us < "$WORK/rtt.json")" "$(field p90_us < "$WORK/rtt.json")" "$(field p99_us < "$WORK/rtt.json")"
-    idles="block yield spin"
+    idles="block backoff yield spin"
     # Spinning daemons and spinning clients are four busy processes on
     # two cores here: time slices, not latency. Only `yield` shares.
     [ -n "$poll" ] && idles="yield"

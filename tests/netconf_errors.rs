@@ -61,7 +61,7 @@ fn issue_4_example_is_accepted_with_the_right_model() {
     );
     assert_eq!(conf.node.listen, addr("10.1.0.1:7500"));
     assert_eq!(conf.node.console, None);
-    assert_eq!(conf.node.idle, IdlePolicy::Block);
+    assert_eq!(conf.node.idle, IdlePolicy::Backoff);
     assert_eq!(
         conf.node.fsync,
         FsyncPolicy::Interval(Duration::from_secs(1))
@@ -178,7 +178,7 @@ const BAD_FILES: &[(&str, usize, &str, &str)] = &[
     ("datetime_value.toml", 8, "topic[0].retention", "expected a duration string such as \"30ms\", got a datetime"),
     ("no_topic.toml", 1, "topic", "no topic rule: add a [[topic]]"),
     ("no_group.toml", 1, "group", "no group: add at least one [group.NAME]"),
-    ("bad_idle.toml", 2, "node.idle", "must be one of \"block\", \"yield\", \"spin\", got \"sleep\""),
+    ("bad_idle.toml", 2, "node.idle", "must be one of \"block\", \"yield\", \"spin\", \"backoff\", got \"sleep\""),
     ("fsync_interval_unused.toml", 3, "node.fsync-interval", "only used with fsync = \"interval\""),
     ("empty_peers.toml", 4, "group.mesh.peers", "must list at least one peer"),
     ("bad_peer.toml", 6, "group.mesh.peers", "item 1: expected IP:PORT"),

@@ -53,6 +53,12 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// and retention is applied.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(50);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
+/// netconf `idle = "backoff"`: how long the loop polls after a round with
+/// events before it sleeps in the kernel again. Longer than a LAN round
+/// trip through two daemons (~100-200 µs here), so the answer to what was
+/// just sent finds the loop awake; short enough that sparse traffic costs
+/// little CPU (at most this much per burst).
+const BACKOFF_POLL: Duration = Duration::from_micros(500);
 /// How often quiet client connections give back big output buffers.
 const BUFFER_TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Peers remembered at most (`LoopState::peers`, and their names).
@@ -136,6 +142,8 @@ pub(super) struct LoopState {
     next_log_flush: Option<Instant>,
     next_retention: Option<Instant>,
     next_buffer_trim: Option<Instant>,
+    /// When a round last had readiness events (netconf `idle = "backoff"`).
+    active_at: Option<Instant>,
     /// Earliest time `peers` may be pruned again (see `note_peer`).
     next_peer_prune: Option<Instant>,
 }
@@ -162,8 +170,11 @@ impl Daemon {
                 return Err(Error::Poll(e));
             }
             self.stats.loop_rounds += 1;
-            if events.is_empty() && self.netconf.node.idle == IdlePolicy::Yield {
+            if events.is_empty() && self.is_polling(now) {
                 std::thread::yield_now();
+            }
+            if !events.is_empty() {
+                self.loop_state.active_at = Some(clock::now());
             }
             let mut requests = std::mem::take(&mut self.loop_state.requests);
             for event in events.iter() {
@@ -206,9 +217,23 @@ impl Daemon {
         }
     }
 
+    /// netconf `idle`: whether this round polls (and yields) instead of
+    /// sleeping in the kernel when there is nothing to do.
+    fn is_polling(&self, now: Instant) -> bool {
+        match self.netconf.node.idle {
+            IdlePolicy::Block | IdlePolicy::Spin => false,
+            IdlePolicy::Yield => true,
+            IdlePolicy::Backoff => self
+                .loop_state
+                .active_at
+                .is_some_and(|at| now.saturating_duration_since(at) < BACKOFF_POLL),
+        }
+    }
+
     fn next_timeout(&self, now: Instant) -> Duration {
-        // netconf `idle`: yield and spin never sleep in the kernel.
-        if self.netconf.node.idle != IdlePolicy::Block {
+        // netconf `idle`: yield and spin never sleep in the kernel, backoff
+        // not for a while after work.
+        if self.netconf.node.idle == IdlePolicy::Spin || self.is_polling(now) {
             return Duration::ZERO;
         }
         let ls = &self.loop_state;

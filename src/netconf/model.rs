@@ -145,6 +145,12 @@ impl NodeConf {
 pub enum IdlePolicy {
     /// Sleep in the kernel until a socket or timer is ready (no CPU when idle).
     Block,
+    /// Poll and yield for a short while after work (when the answer to
+    /// what was just sent is likely to come soon), then sleep as `Block`
+    /// does: a round trip is not made of blocking wakeups, and an idle
+    /// daemon still costs no CPU. Aeron's default idle strategy is of this
+    /// kind.
+    Backoff,
     /// Poll without sleeping, yielding the CPU between polls.
     Yield,
     /// Busy-poll one core; lowest latency, 100% CPU.
@@ -416,7 +422,7 @@ mod tests {
             socket: None,
             listen: "0.0.0.0:0".parse().unwrap(),
             console: None,
-            idle: IdlePolicy::Block,
+            idle: IdlePolicy::Backoff,
             fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
             segment_max_size_bytes: 1 << 27,
             segment_max_age: Duration::from_secs(3600),

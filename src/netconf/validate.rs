@@ -397,10 +397,11 @@ impl Cx<'_> {
                         ("block", IdlePolicy::Block),
                         ("yield", IdlePolicy::Yield),
                         ("spin", IdlePolicy::Spin),
+                        ("backoff", IdlePolicy::Backoff),
                     ],
                 )
             })
-            .unwrap_or(IdlePolicy::Block);
+            .unwrap_or(IdlePolicy::Backoff);
         #[derive(Clone, Copy, PartialEq)]
         enum Fsync {
             Always,
