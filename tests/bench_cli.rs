@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::DaemonProc;
 
 fn ports() -> u16 {
-    30_000 + (std::process::id() % 3_000) as u16 * 3
+    30_000 + (std::process::id() % 3_000) as u16 * 4
 }
 
 fn bench(socket: Option<&Path>, args: &[&str]) -> Command {
@@ -96,6 +96,91 @@ fn publisher_into_three_subscribers_and_ping_pong_through_the_daemons() {
     let p99 = ping["p99_us"].as_f64().expect("p99");
     assert!(p50 > 0.0 && p50 <= p99, "{ping}");
     let _ = report(pong);
+
+    // The same with clients that poll instead of blocking.
+    let pong = bench(
+        Some(&b.socket),
+        &[
+            "--role",
+            "pong",
+            "--size",
+            "32",
+            "--idle-timeout",
+            "2",
+            "--busy-poll",
+        ],
+    )
+    .spawn()
+    .expect("spawn busy-poll pong");
+    std::thread::sleep(Duration::from_millis(500));
+    let ping = report(
+        bench(
+            Some(&a.socket),
+            &[
+                "--role",
+                "ping",
+                "--size",
+                "32",
+                "--count",
+                "200",
+                "--busy-poll",
+            ],
+        )
+        .spawn()
+        .expect("spawn busy-poll ping"),
+    );
+    assert_eq!(ping["records"], 200, "{ping}");
+    let p50 = ping["p50_us"].as_f64().expect("p50");
+    assert!(
+        p50 > 0.0 && p50 <= ping["p99_us"].as_f64().expect("p99"),
+        "{ping}"
+    );
+    let _ = report(pong);
+}
+
+#[test]
+fn raw_ping_pong_answers_every_ping_blocking_and_busy_polling() {
+    for (k, poll) in [None, Some("--busy-poll")].into_iter().enumerate() {
+        let bind = format!("127.0.0.1:{}", ports() + 2 + k as u16);
+        let mut pong_args = vec![
+            "--raw",
+            "--role",
+            "pong",
+            "--bind",
+            &bind,
+            "--size",
+            "32",
+            "--idle-timeout",
+            "1",
+        ];
+        let mut ping_args = vec![
+            "--raw",
+            "--role",
+            "ping",
+            "--peer",
+            &bind,
+            "--interface",
+            "127.0.0.1",
+            "--size",
+            "32",
+            "--count",
+            "300",
+        ];
+        pong_args.extend(poll);
+        ping_args.extend(poll);
+        let pong = bench(None, &pong_args).spawn().expect("spawn raw pong");
+        std::thread::sleep(Duration::from_millis(300));
+        let ping = report(bench(None, &ping_args).spawn().expect("spawn raw ping"));
+        assert_eq!(ping["records"], 300, "{ping}");
+        let want = if poll.is_some() {
+            "busy-poll recv"
+        } else {
+            "blocking recv"
+        };
+        assert_eq!(ping["method"], want, "{ping}");
+        let pong = report(pong);
+        assert!(pong["records"].as_u64().unwrap_or(0) >= 300, "{pong}");
+    }
 }
 
 #[test]

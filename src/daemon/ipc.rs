@@ -45,6 +45,8 @@ pub type ConnId = usize;
 pub const READ_BUDGET_BYTES: usize = 1024 * 1024;
 /// Output buffer capacity an idle connection keeps.
 const IDLE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Socket send buffer asked for each client connection (see `accept_all`).
+const CONN_SEND_BUFFER_BYTES: usize = 1 << 20;
 /// Bytes asked of the kernel per `read` call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// Body size up to which records join an open RECORDS frame. Large enough
@@ -371,6 +373,13 @@ impl IpcServer {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _addr)) => {
+                    // A loop round turns up to a MiB of datagrams into
+                    // deliveries; a socket that takes only the default
+                    // ~200 KiB per round sends a fast subscriber to the log
+                    // (the backlog limit) for good. The kernel caps this at
+                    // net.core.wmem_max.
+                    let _ = socket2::SockRef::from(&stream)
+                        .set_send_buffer_size(CONN_SEND_BUFFER_BYTES);
                     let id = self.free.pop().unwrap_or(self.conns.len());
                     let token = self.token(id);
                     if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {

@@ -267,32 +267,40 @@ impl OpenRecords {
     }
 
     /// Whether the frame's shared fields are exactly those `d` would write.
+    /// Runs once per delivered record, so integers are compared as integers
+    /// and the short strings without a library call (six `memcmp` calls per
+    /// record were a seventh of the receiving daemon's time at 64 B).
     fn header_matches(&self, out: &[u8], d: &DeliveryRef<'_>) -> bool {
-        let Some(mut rest) = out.get(self.start + field::BODY..self.count_pos) else {
+        let Some(head) = out.get(self.start + field::BODY..self.count_pos) else {
             return false;
         };
-        let name = d.source_name.unwrap_or("");
-        let (Ok(topic_len), Ok(name_len)) =
-            (u16::try_from(d.topic.len()), u16::try_from(name.len()))
-        else {
+        let name = d.source_name.unwrap_or("").as_bytes();
+        let topic = d.topic.as_bytes();
+        let topic_at = 4 + 8 + 2;
+        let name_at = topic_at + topic.len() + 2;
+        if head.len() != name_at + name.len() {
             return false;
-        };
-        let parts: [&[u8]; 6] = [
-            &d.sub_id.to_be_bytes(),
-            &d.source.0.to_be_bytes(),
-            &topic_len.to_be_bytes(),
-            d.topic.as_bytes(),
-            &name_len.to_be_bytes(),
-            name.as_bytes(),
-        ];
-        for part in parts {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
         }
-        rest.is_empty()
+        let (Some(sub_id), Some(source), Some(topic_len), Some(name_len)) = (
+            head.get(0..4),
+            head.get(4..12),
+            head.get(12..14),
+            head.get(name_at - 2..name_at),
+        ) else {
+            return false;
+        };
+        be_u32(sub_id) == d.sub_id
+            && source == d.source.0.to_be_bytes()
+            && usize::from(u16::from_be_bytes([topic_len[0], topic_len[1]])) == topic.len()
+            && usize::from(u16::from_be_bytes([name_len[0], name_len[1]])) == name.len()
+            && same_bytes(head.get(topic_at..name_at - 2), topic)
+            && same_bytes(head.get(name_at..), name)
     }
+}
+
+/// Byte equality for short strings, compiled to a loop instead of a call.
+fn same_bytes(a: Option<&[u8]>, b: &[u8]) -> bool {
+    a.is_some_and(|a| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y))
 }
 
 /// Overwrites the big-endian `u32` at `pos`; a position outside `out` is
