@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::cursor::Reader;
+use super::records::same_bytes;
 use super::{
     be_u32, body_len32, field, kind, len16, malformed, value_len32, PublishMode, FRAME_HEADER_LEN,
     MAX_VALUE_LEN,
@@ -221,28 +222,28 @@ impl OpenPublish {
     }
 
     /// Whether mode, timeout and topic are exactly those `p` would write.
+    /// Runs once per published record, so integers are compared as
+    /// integers and the topic without a library call (as in
+    /// `OpenRecords::append`).
     fn header_matches(&self, out: &[u8], p: &PublishRef<'_>) -> bool {
         // The request id (8 bytes before count) is checked by the caller.
-        let Some(mut rest) = out.get(self.start + field::BODY..self.count_pos.saturating_sub(8))
+        let Some(head) = out.get(self.start + field::BODY..self.count_pos.saturating_sub(8)) else {
+            return false;
+        };
+        let topic = p.topic.as_bytes();
+        let topic_at = 1 + 4 + 2;
+        if head.len() != topic_at + topic.len() {
+            return false;
+        }
+        let (Some(&mode), Some(timeout_ms), Some(topic_len)) =
+            (head.first(), head.get(1..5), head.get(5..7))
         else {
             return false;
         };
-        let Ok(topic_len) = u16::try_from(p.topic.len()) else {
-            return false;
-        };
-        let parts: [&[u8]; 4] = [
-            &[p.mode.code()],
-            &p.timeout_ms.to_be_bytes(),
-            &topic_len.to_be_bytes(),
-            p.topic.as_bytes(),
-        ];
-        for part in parts {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        }
-        rest.is_empty()
+        mode == p.mode.code()
+            && be_u32(timeout_ms) == p.timeout_ms
+            && usize::from(u16::from_be_bytes([topic_len[0], topic_len[1]])) == topic.len()
+            && same_bytes(head.get(topic_at..), topic)
     }
 }
 
