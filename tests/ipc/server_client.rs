@@ -31,6 +31,7 @@ fn async_publishes_in_batches_complete_in_order() {
     // daemon saw every record of them.
     let records: usize = report.publish_frames.iter().map(|f| f.count).sum();
     assert_eq!(records as u64, n);
+    assert_eq!(report.stats.publishes_received, n);
     assert_eq!(
         report.stats.frames_received,
         report.publish_frames.len() as u64
