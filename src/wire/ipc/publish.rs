@@ -70,13 +70,25 @@ pub struct PublishBatch {
 }
 
 /// Where one entry's key and value are in the frame (the value follows the
-/// key).
+/// key). 24 bytes: a frame is below 4 GiB, so positions fit a `u32`, and a
+/// batch of empty records costs less than twice its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct EntryPos {
     timestamp_ms: u64,
-    key_start: usize,
-    key_len: usize,
-    value_len: usize,
+    key_start: u32,
+    value_len: u32,
+    key_len: u16,
+}
+
+impl EntryPos {
+    fn key(&self) -> core::ops::Range<usize> {
+        let start = self.key_start as usize;
+        start..start + usize::from(self.key_len)
+    }
+    fn value(&self) -> core::ops::Range<usize> {
+        let start = self.key().end;
+        start..start + self.value_len as usize
+    }
 }
 
 /// One record of a [`PublishBatch`], borrowed from the frame.
@@ -299,7 +311,7 @@ impl PublishBatch {
 
     /// Sum of the value lengths (what the daemon counts toward a log write).
     pub fn value_bytes(&self) -> usize {
-        self.entries.iter().map(|e| e.value_len).sum()
+        self.entries.iter().map(|e| e.value_len as usize).sum()
     }
 
     /// The entries in order, borrowed from the frame.
@@ -319,11 +331,9 @@ impl PublishBatch {
     /// for a record that must outlive the batch.
     pub fn payload(&self, i: usize) -> Option<(Bytes, Bytes)> {
         let e = self.entries.get(i)?;
-        let value_start = e.key_start + e.key_len;
-        Some((
-            self.frame.slice(e.key_start..value_start),
-            self.frame.slice(value_start..value_start + e.value_len),
-        ))
+        let (key, value) = (e.key(), e.value());
+        // invariant: parse checked both ranges against the frame.
+        (value.end <= self.frame.len()).then(|| (self.frame.slice(key), self.frame.slice(value)))
     }
 
     /// The frame as received (header included): emitting copies it.
@@ -332,16 +342,13 @@ impl PublishBatch {
     }
 
     fn entry_at(&self, i: usize, e: &EntryPos) -> PublishEntry<'_> {
-        let value_start = e.key_start + e.key_len;
         // invariant: parse checked every range against the frame.
         let bytes = &self.frame[..];
         PublishEntry {
             request_id: self.first_request_id.wrapping_add(i as u64),
             timestamp_ms: e.timestamp_ms,
-            key: bytes.get(e.key_start..value_start).unwrap_or_default(),
-            value: bytes
-                .get(value_start..value_start + e.value_len)
-                .unwrap_or_default(),
+            key: bytes.get(e.key()).unwrap_or_default(),
+            value: bytes.get(e.value()).unwrap_or_default(),
         }
     }
 
@@ -368,18 +375,20 @@ impl PublishBatch {
         let mut entries = Vec::with_capacity((count as usize).min(fits));
         for _ in 0..count {
             let timestamp_ms = r.u64()?;
-            let key_len = usize::from(r.u16()?);
-            let value_len = r.u32()? as usize;
-            if value_len > MAX_VALUE_LEN {
+            let key_len = r.u16()?;
+            let value_len = r.u32()?;
+            if value_len as usize > MAX_VALUE_LEN {
                 return Err(malformed("publish", "value longer than 64 MiB"));
             }
-            let key = r.take(key_len)?;
-            r.take(value_len)?;
+            let key = r.take(usize::from(key_len))?;
+            r.take(value_len as usize)?;
+            let key_start = u32::try_from(key.start)
+                .map_err(|_| malformed("publish", "frame longer than the maximum"))?;
             entries.push(EntryPos {
                 timestamp_ms,
-                key_start: key.start,
-                key_len,
+                key_start,
                 value_len,
+                key_len,
             });
         }
         Ok(PublishBatch {
