@@ -235,16 +235,17 @@ impl Daemon {
                     reply,
                 };
                 if waiting || !self.publish_one(now, group, out) {
-                    // invariant: `i` indexes this batch's entries.
-                    let (key, value) = b.payload(i).unwrap_or_default();
+                    // `i` indexes this batch's entries, so the payload is
+                    // there; were it not, the record is read back from the log.
+                    let payload = b.payload(i).map(|(key, value)| Payload {
+                        timestamp_ms,
+                        key,
+                        value,
+                    });
                     let record = Stalled {
                         topic: topic.clone(),
                         offset,
-                        payload: Some(Payload {
-                            timestamp_ms,
-                            key,
-                            value,
-                        }),
+                        payload,
                         reply,
                     };
                     self.stats.publishes_backpressured += 1;
