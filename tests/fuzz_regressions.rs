@@ -312,28 +312,31 @@ fn datagram_sealed_under_the_fuzz_key_verifies_and_reseals_identically() {
 
 /// Writes the seed corpora of `fuzz/` (which are not committed) into
 /// `$FUZZ_CORPUS_DIR/<target>/`: every seed above for every target, plus a
-/// PUBLISH/PING/RECORDS stream for `ipc_frames` and an "odd first byte"
+/// PUBLISH (two records)/PING/RECORDS stream for `ipc_frames` and an "odd first byte"
 /// input for `log_read`. Used by `fuzz/run-all.sh`.
 #[test]
 #[ignore = "writes fuzz seed corpora: FUZZ_CORPUS_DIR=fuzz/corpus cargo test --test fuzz_regressions -- --ignored write_seed_corpora"]
 fn write_seed_corpora() {
-    use castlog::wire::ipc::{DeliveryRef, OpenRecords, PublishMode, PublishRef, Request};
+    use castlog::wire::ipc::{
+        DeliveryRef, OpenPublish, OpenRecords, PublishMode, PublishRef, Request,
+    };
     use castlog::wire::{NodeId, Offset};
     let Ok(dir) = std::env::var("FUZZ_CORPUS_DIR") else {
         return;
     };
     let mut ipc = Vec::new();
-    PublishRef {
-        request_id: 1,
+    // A PUBLISH frame of two records, so the request side starts covered.
+    let publish = |request_id: u64, key: &'static [u8]| PublishRef {
+        request_id,
         mode: PublishMode::Async,
         timeout_ms: 0,
         timestamp_ms: 0,
         topic: "md.x",
-        key: b"k",
+        key,
         value: b"value",
-    }
-    .emit_to_vec(&mut ipc)
-    .unwrap();
+    };
+    let mut open = OpenPublish::start(&mut ipc, &publish(1, b"k")).unwrap();
+    assert!(open.append(&mut ipc, &publish(2, b""), 1 << 16).unwrap());
     Request::Ping { nonce: 7 }.emit_to_vec(&mut ipc).unwrap();
     // A RECORDS frame of two records, so the response side starts covered.
     let record = |offset: u64, key: &'static [u8]| DeliveryRef {
@@ -346,8 +349,10 @@ fn write_seed_corpora() {
         key,
         value: b"value",
     };
-    let mut open = OpenRecords::start(&mut ipc, &record(0, b"k")).unwrap();
-    assert!(open.append(&mut ipc, &record(1, b""), 1 << 16).unwrap());
+    let mut open_records = OpenRecords::start(&mut ipc, &record(0, b"k")).unwrap();
+    assert!(open_records
+        .append(&mut ipc, &record(1, b""), 1 << 16)
+        .unwrap());
     let mut all = seeds();
     all.push(ipc);
     all.push(vec![1, 0, 0, 0]);

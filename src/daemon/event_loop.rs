@@ -340,8 +340,8 @@ impl Daemon {
         true
     }
 
-    /// Handles requests in arrival order; consecutive publishes to one topic
-    /// go to the log as one batch.
+    /// Handles requests in arrival order; consecutive PUBLISH frames to one
+    /// topic (of any connections) go to the log as one batch.
     fn handle_requests(&mut self, now: Instant, requests: &mut Vec<(ConnId, Request)>) {
         let mut iter = requests.drain(..).peekable();
         while let Some((conn, request)) = iter.next() {
@@ -349,7 +349,7 @@ impl Daemon {
                 self.handle_request(now, conn, request);
                 continue;
             };
-            let mut bytes = p.value.len();
+            let mut bytes = p.value_bytes();
             let mut run = vec![(conn, p)];
             while bytes < RUN_BYTES {
                 let same_topic = match (iter.peek(), run.first()) {
@@ -362,7 +362,7 @@ impl Daemon {
                     break;
                 }
                 if let Some((c, Request::Publish(next))) = iter.next() {
-                    bytes += next.value.len();
+                    bytes += next.value_bytes();
                     run.push((c, next));
                 }
             }

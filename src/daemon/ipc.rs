@@ -61,7 +61,10 @@ pub const RECORDS_FRAME_BODY_CAP: usize = 64 * 1024;
 pub struct IpcStats {
     pub connections_accepted: u64,
     pub connections_closed: u64,
+    /// Frames decoded from clients (a PUBLISH frame counts once).
     pub frames_received: u64,
+    /// Records received from publishers, in PUBLISH frames.
+    pub publishes_received: u64,
     pub frames_malformed: u64,
     /// Frames queued for clients (a RECORDS frame counts once).
     pub frames_sent: u64,
@@ -107,7 +110,7 @@ struct Conn {
     writable_registered: bool,
     in_dirty: bool,
     is_broken: bool,
-    /// Has sent a PUBLISH: paused with the others while the daemon's
+    /// Has sent a PUBLISH frame: paused with the others while the daemon's
     /// flow-control backlog is too large.
     publishes: bool,
     in_deferred: bool,
@@ -645,6 +648,9 @@ fn decode_frames(
             continue;
         }
         stats.frames_received += 1;
+        if let Request::Publish(batch) = &request {
+            stats.publishes_received += batch.len() as u64;
+        }
         out.push((id, request));
     }
     if rbuf.is_empty() && largest > IDLE_BUFFER_BYTES {

@@ -21,7 +21,7 @@ use super::ipc::{ConnId, Response};
 use super::{clock, Daemon};
 use crate::log::NewRecord;
 use crate::proto::{GroupId, PublishError, Ticket};
-use crate::wire::ipc::{Failure, FailureKind, Publish, PublishMode};
+use crate::wire::ipc::{Failure, FailureKind, PublishBatch, PublishMode};
 use crate::wire::{Offset, RecordRepr, TopicId};
 
 /// Sync publish timeout when the client sends 0.
@@ -52,13 +52,27 @@ pub(super) struct Stalled {
     offset: Offset,
     /// The record's bytes, or `None` when they are to be read from the log.
     payload: Option<Payload>,
-    reply: Option<(ConnId, u64, PublishMode, Instant)>,
+    reply: Option<Reply>,
 }
 
 struct Payload {
     timestamp_ms: u64,
     key: Bytes,
     value: Bytes,
+}
+
+/// Who is told about a record: connection, request id, mode, sync deadline.
+type Reply = (ConnId, u64, PublishMode, Instant);
+
+/// One logged record on its way to the protocol, borrowed (from a PUBLISH
+/// frame, or from a waiting record's payload).
+struct Outgoing<'a> {
+    topic: &'a str,
+    offset: Offset,
+    timestamp_ms: u64,
+    key: &'a [u8],
+    value: &'a [u8],
+    reply: Option<Reply>,
 }
 
 impl Stalled {
@@ -78,48 +92,54 @@ pub(super) struct PendingSync {
 }
 
 impl Daemon {
-    /// Publishes a run of same-topic requests (in request order): one log
-    /// write for all of them (which assigns their offsets), then each goes
-    /// to local subscribers, gets its async answer, and is handed to the
-    /// protocol or held while the flow window is shut. Batching the log
-    /// write is what keeps a fast publisher from costing one system call
-    /// per record.
-    pub(super) fn publish_run(&mut self, now: Instant, run: Vec<(ConnId, Publish)>) {
-        let Some(topic_name) = run.first().map(|(_, p)| p.topic.clone()) else {
+    /// Publishes a run of same-topic PUBLISH frames (in request order): one
+    /// log write for all their records (which assigns their offsets), then
+    /// each record goes to local subscribers, gets its async answer, and is
+    /// handed to the protocol or held while the flow window is shut.
+    /// Batching the log write is what keeps a fast publisher from costing one
+    /// system call per record; reading the records as slices of their frames
+    /// is what keeps it from costing an allocation (or a shared handle) per
+    /// record while the window is open.
+    pub(super) fn publish_run(&mut self, now: Instant, run: Vec<(ConnId, PublishBatch)>) {
+        let Some(topic) = run.first().map(|(_, b)| b.topic.clone()) else {
             return;
         };
-        let refuse =
-            |daemon: &mut Daemon, run: &[(ConnId, Publish)], kind: FailureKind, message: String| {
-                for (conn, p) in run {
-                    daemon.stats.publishes_failed += 1;
-                    if p.mode != PublishMode::OneWay {
-                        let failure = Failure {
-                            kind: kind.clone(),
-                            message: message.clone(),
-                        };
-                        let request_id = p.request_id;
-                        daemon.ipc.send(
-                            *conn,
-                            &Response::PublishFailed {
-                                request_id,
-                                failure,
-                            },
-                        );
-                    }
+        let refuse = |daemon: &mut Daemon,
+                      run: &[(ConnId, PublishBatch)],
+                      kind: FailureKind,
+                      message: String| {
+            for (conn, b) in run {
+                daemon.stats.publishes_failed += b.len() as u64;
+                if b.mode == PublishMode::OneWay {
+                    continue;
                 }
-            };
-        let Some(group) = self.route(&topic_name) else {
-            let message = format!("no netconf [[topic]] rule matches topic {topic_name:?}");
+                for e in b.entries() {
+                    let failure = Failure {
+                        kind: kind.clone(),
+                        message: message.clone(),
+                    };
+                    daemon.ipc.send(
+                        *conn,
+                        &Response::PublishFailed {
+                            request_id: e.request_id,
+                            failure,
+                        },
+                    );
+                }
+            }
+        };
+        let Some(group) = self.route(&topic) else {
+            let message = format!("no netconf [[topic]] rule matches topic {topic:?}");
             return refuse(self, &run, FailureKind::UnknownTopicRule, message);
         };
         let allowed = self
             .netconf
-            .rule_for(&topic_name)
+            .rule_for(&topic)
             .and_then(|r| r.publishers.as_ref())
             .is_none_or(|names| names.contains(&self.name));
         if !allowed {
             let message = format!(
-                "node {} is not among the publishers of topic {topic_name:?} in the netconf",
+                "node {} is not among the publishers of topic {topic:?} in the netconf",
                 self.name
             );
             return refuse(self, &run, FailureKind::InvalidRequest, message);
@@ -130,56 +150,46 @@ impl Daemon {
             return refuse(self, &run, FailureKind::Backpressure, message);
         }
         let now_ms = clock::wall_ms();
-        let timestamps: Vec<u64> = run
-            .iter()
-            .map(|(_, p)| {
-                if p.timestamp_ms == 0 {
-                    now_ms
-                } else {
-                    p.timestamp_ms
-                }
-            })
-            .collect();
+        let stamp = |ts: u64| if ts == 0 { now_ms } else { ts };
         let records: Vec<NewRecord<'_>> = run
             .iter()
-            .zip(&timestamps)
-            .map(|((_, p), ts)| NewRecord {
-                timestamp_ms: *ts,
-                key: &p.key,
-                value: &p.value,
+            .flat_map(|(_, b)| b.entries())
+            .map(|e| NewRecord {
+                timestamp_ms: stamp(e.timestamp_ms),
+                key: e.key,
+                value: e.value,
             })
             .collect();
         let appended = self
             .log
-            .log(&topic_name, self.node_id)
+            .log(&topic, self.node_id)
             .and_then(|log| log.append_batch(now_ms, &records));
-        drop(records);
         let first = match appended {
             Ok(range) => range.start,
             Err(e) => {
                 ::log::warn!(
-                    "publish not stored topic={topic_name} records={} error={e}",
-                    run.len()
+                    "publish not stored topic={topic} records={} error={e}",
+                    records.len()
                 );
+                drop(records);
                 return refuse(self, &run, FailureKind::Log, e.to_string());
             }
         };
-        let topic: Arc<str> = topic_name.clone();
         let name = self.name.clone();
-        self.stats.records_published += run.len() as u64;
+        self.stats.records_published += records.len() as u64;
         // Local subscribers see our own records too.
-        let reprs: Vec<RecordRepr<'_>> = run
+        let reprs: Vec<RecordRepr<'_>> = records
             .iter()
-            .zip(&timestamps)
             .enumerate()
-            .map(|(k, ((_, p), ts))| RecordRepr {
+            .map(|(k, r)| RecordRepr {
                 topic: TopicId(0),
                 offset: Offset(first.0 + k as u64),
-                timestamp_ms: *ts,
-                key: &p.key,
-                value: &p.value,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key,
+                value: r.value,
             })
             .collect();
+        drop(records);
         self.subs.on_records(
             &mut self.ipc,
             &mut self.log,
@@ -190,40 +200,59 @@ impl Daemon {
         );
         self.group_records(&topic, self.node_id, Some(&name), &reprs);
         drop(reprs);
-        for (k, ((conn, p), timestamp_ms)) in run.into_iter().zip(timestamps).enumerate() {
-            let offset = Offset(first.0 + k as u64);
-            if p.mode == PublishMode::Async {
-                let request_id = p.request_id;
-                self.ipc
-                    .send(conn, &Response::Published { request_id, offset });
-            }
-            let timeout = match p.timeout_ms {
+        // Only this loop adds to the group's queue: once a record waits,
+        // every later one of the run waits behind it.
+        let mut waiting = self
+            .loop_state
+            .stalled
+            .get(&group)
+            .is_some_and(|q| !q.is_empty());
+        let mut offset = first;
+        for (conn, b) in &run {
+            let timeout = match b.timeout_ms {
                 0 => DEFAULT_SYNC_TIMEOUT,
                 ms => Duration::from_millis(u64::from(ms)),
             };
-            let record = Stalled {
-                topic: topic.clone(),
-                offset,
-                payload: Some(Payload {
+            let deadline = now + timeout;
+            for (i, e) in b.entries().enumerate() {
+                if b.mode == PublishMode::Async {
+                    self.ipc.send(
+                        *conn,
+                        &Response::Published {
+                            request_id: e.request_id,
+                            offset,
+                        },
+                    );
+                }
+                let reply = Some((*conn, e.request_id, b.mode, deadline));
+                let timestamp_ms = stamp(e.timestamp_ms);
+                let out = Outgoing {
+                    topic: &topic,
+                    offset,
                     timestamp_ms,
-                    key: p.key,
-                    value: p.value,
-                }),
-                reply: Some((conn, p.request_id, p.mode, now + timeout)),
-            };
-            let waiting = self
-                .loop_state
-                .stalled
-                .get(&group)
-                .is_some_and(|q| !q.is_empty());
-            let record = if waiting {
-                Some(record)
-            } else {
-                self.send_record(now, group, record)
-            };
-            if let Some(record) = record {
-                self.stats.publishes_backpressured += 1;
-                self.stall(group, record, false);
+                    key: e.key,
+                    value: e.value,
+                    reply,
+                };
+                if waiting || !self.publish_one(now, group, out) {
+                    // `i` indexes this batch's entries, so the payload is
+                    // there; were it not, the record is read back from the log.
+                    let payload = b.payload(i).map(|(key, value)| Payload {
+                        timestamp_ms,
+                        key,
+                        value,
+                    });
+                    let record = Stalled {
+                        topic: topic.clone(),
+                        offset,
+                        payload,
+                        reply,
+                    };
+                    self.stats.publishes_backpressured += 1;
+                    self.stall(group, record, false);
+                    waiting = true;
+                }
+                offset = offset.next();
             }
         }
     }
@@ -290,14 +319,33 @@ impl Daemon {
             );
             return None;
         };
+        let out = Outgoing {
+            topic: &r.topic,
+            offset: r.offset,
+            timestamp_ms: payload.timestamp_ms,
+            key: &payload.key,
+            value: &payload.value,
+            reply: r.reply,
+        };
+        let sent = self.publish_one(now, group, out);
+        (!sent).then_some(r)
+    }
+
+    /// Gives one logged record to the protocol: false when the flow window
+    /// is shut (the caller keeps the record), true when it was sent or
+    /// refused (the client was told).
+    fn publish_one(&mut self, now: Instant, group: GroupId, r: Outgoing<'_>) -> bool {
+        if !self.node.can_publish(group) {
+            return false;
+        }
         match self.node.publish(
             now,
             group,
-            &r.topic,
+            r.topic,
             r.offset,
-            payload.timestamp_ms,
-            &payload.key,
-            &payload.value,
+            r.timestamp_ms,
+            r.key,
+            r.value,
         ) {
             Ok(ticket) => {
                 if let Some((conn, request_id, PublishMode::Sync, deadline)) = r.reply {
@@ -311,9 +359,9 @@ impl Daemon {
                         },
                     );
                 }
-                None
+                true
             }
-            Err(PublishError::Backpressure { .. }) => Some(r),
+            Err(PublishError::Backpressure { .. }) => false,
             Err(e) => {
                 // The record is in our log (late joiners can replay it) but
                 // the protocol refused it: tell the client.
@@ -347,7 +395,7 @@ impl Daemon {
                         );
                     }
                 }
-                None
+                true
             }
         }
     }

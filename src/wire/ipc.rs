@@ -4,10 +4,11 @@
 //! and one `read` (the client buffers publishes and flushes them together,
 //! the daemon decodes every whole frame of a chunk), which is what keeps the
 //! per-record cost of the local hop far below one system call. Records get
-//! the same treatment one level down: a RECORDS frame carries a run of
-//! records of one subscription, source and topic, with those fields written
-//! once, and the daemon keeps adding to the last frame of a connection's
-//! output while the run lasts ([`OpenRecords`]).
+//! the same treatment one level down, both ways: a PUBLISH frame carries a
+//! run of records of one topic, mode and timeout with consecutive request
+//! ids, a RECORDS frame a run of one subscription, source and topic, with
+//! those fields written once; the writer keeps adding to the last frame of
+//! its output while the run lasts ([`OpenPublish`], [`OpenRecords`]).
 //!
 //! ```text
 //! frame
@@ -26,21 +27,28 @@
 //!
 //! ```text
 //! kind  frame            body
-//! 0x01  PUBLISH          request_id u64, mode u8, timeout_ms u32, timestamp_ms u64,
-//!                        topic_len u16, key_len u16, value_len u32, topic, key, value
+//! 0x01  (retired)        the one-record PUBLISH of earlier builds: refused as an
+//!                        unknown kind, so a mismatched client is closed at once
 //! 0x02  SUBSCRIBE        sub_id u32, from u8, from_offset u64, consume u8,
 //!                        pattern str16, group str16 (empty = no group)
 //! 0x03  UNSUBSCRIBE      sub_id u32
 //! 0x04  COMMIT           source u64, offset u64, group str16, topic str16
 //! 0x05  STATS            (empty)
 //! 0x06  PING             nonce u64
+//! 0x07  PUBLISH          mode u8, timeout_ms u32, topic str16, first_request_id u64,
+//!                        count u32 (>= 1), then count x publish entry; entry i
+//!                        has request id first_request_id + i (wrapping)
+//!
+//! publish entry = timestamp_ms u64, key_len u16, value_len u32, key, value
+//!
 //! 0x81  PUBLISHED        request_id u64, offset u64
 //! 0x82  PUBLISH_FAILED   request_id u64, failure
 //! 0x83  RECORDS          sub_id u32, source u64, topic str16,
 //!                        source_name str16 (empty = unknown), count u32 (>= 1),
-//!                        then count x entry
+//!                        then count x records entry
 //!
-//! entry = offset u64, timestamp_ms u64, key_len u16, value_len u32, key, value
+//! records entry = offset u64, timestamp_ms u64, key_len u16, value_len u32, key, value
+//!
 //! 0x84  GAP              sub_id u32, source u64, from u64, to u64 (exclusive),
 //!                        reason u8, topic str16
 //! 0x85  SUBSCRIBED       sub_id u32
@@ -68,6 +76,7 @@
 //! slices of it, so a 64 MiB value is never copied by the decoder.
 
 mod cursor;
+mod publish;
 mod records;
 mod request;
 mod response;
@@ -77,8 +86,9 @@ use bytes::{Bytes, BytesMut};
 use self::cursor::{Reader, Writer};
 use super::{Error, Offset, Result};
 
+pub use self::publish::{OpenPublish, PublishBatch, PublishEntry, PublishRef};
 pub use self::records::{BatchRecord, DeliveryRef, OpenRecords, RecordBatch};
-pub use self::request::{Commit, Publish, PublishRef, Request, Subscribe};
+pub use self::request::{Commit, Request, Subscribe};
 pub use self::response::{GapNotice, Interned, Response};
 
 /// Bytes before the body: `length` and `kind`.
@@ -99,7 +109,7 @@ mod field {
 }
 
 mod kind {
-    pub const PUBLISH: u8 = 0x01;
+    pub const PUBLISH: u8 = 0x07;
     pub const SUBSCRIBE: u8 = 0x02;
     pub const UNSUBSCRIBE: u8 = 0x03;
     pub const COMMIT: u8 = 0x04;
@@ -114,9 +124,6 @@ mod kind {
     pub const STATS_REPLY: u8 = 0x87;
     pub const PONG: u8 = 0x88;
 }
-
-/// Fixed part of a PUBLISH body, before topic, key and value.
-const PUBLISH_FIXED_LEN: usize = 8 + 1 + 4 + 8 + 2 + 2 + 4;
 
 /// Says whether `buf` starts with a whole frame: `Ok(Some(total_len))` when
 /// it does, `Ok(None)` when more bytes must arrive first, and an error when

@@ -22,6 +22,18 @@ pub(crate) struct FakeReport {
     pub(crate) max_backlog: usize,
     /// Backlog of every connection at the end.
     pub(crate) final_backlog: usize,
+    /// Every PUBLISH frame received, in order.
+    pub(crate) publish_frames: Vec<PublishFrame>,
+}
+
+/// The shared fields and entry count of one PUBLISH frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PublishFrame {
+    pub(crate) topic: String,
+    pub(crate) mode: PublishMode,
+    pub(crate) timeout_ms: u32,
+    pub(crate) first_request_id: u64,
+    pub(crate) count: usize,
 }
 
 impl FakeDaemon {
@@ -89,63 +101,16 @@ fn run_fake(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
         }
         for (conn, request) in requests.drain(..) {
             match request {
-                Request::Publish(p) => {
-                    if &*p.topic == "silent" {
-                        continue;
-                    }
-                    let refuse = if &*p.topic == "nope" {
-                        Some(FailureKind::UnknownTopicRule)
-                    } else if &*p.topic == "slow" && p.mode == PublishMode::Sync {
-                        Some(FailureKind::Timeout {
-                            waiting_for: vec!["h2".into(), "h3".into()],
-                        })
-                    } else {
-                        None
-                    };
-                    if let Some(kind) = refuse {
-                        if p.mode != PublishMode::OneWay {
-                            let failure = Failure {
-                                kind,
-                                message: format!("refused {}", p.topic),
-                            };
-                            server.send(
-                                conn,
-                                &Response::PublishFailed {
-                                    request_id: p.request_id,
-                                    failure,
-                                },
-                            );
-                        }
-                        continue;
-                    }
-                    let next = next_offset.entry(p.topic.to_string()).or_insert(0);
-                    let offset = Offset(*next);
-                    *next += 1;
-                    if p.mode != PublishMode::OneWay {
-                        server.send(
-                            conn,
-                            &Response::Published {
-                                request_id: p.request_id,
-                                offset,
-                            },
-                        );
-                    }
-                    for (sub_conn, sub_id, pattern) in &subs {
-                        if matches(pattern, &p.topic) {
-                            server.send_record(
-                                *sub_conn,
-                                &DeliveryRef {
-                                    sub_id: *sub_id,
-                                    topic: &p.topic,
-                                    source: NodeId(0xab),
-                                    source_name: Some("h1"),
-                                    offset,
-                                    timestamp_ms: 1_700_000_000_000,
-                                    key: &p.key,
-                                    value: &p.value,
-                                },
-                            );
-                        }
+                Request::Publish(batch) => {
+                    report.publish_frames.push(PublishFrame {
+                        topic: batch.topic.to_string(),
+                        mode: batch.mode,
+                        timeout_ms: batch.timeout_ms,
+                        first_request_id: batch.first_request_id,
+                        count: batch.len(),
+                    });
+                    for p in batch.entries() {
+                        publish_one(&mut server, &mut next_offset, &subs, conn, &batch, &p);
                     }
                 }
                 Request::Subscribe(s) => {
@@ -201,4 +166,74 @@ fn run_fake(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
     report.final_backlog = subs.iter().map(|(c, _, _)| server.backlog(*c)).sum();
     report.stats = server.stats().clone();
     report
+}
+
+/// Answers one record of a PUBLISH frame (see the module doc) and forwards
+/// it to the matching subscriptions.
+fn publish_one(
+    server: &mut IpcServer,
+    next_offset: &mut HashMap<String, u64>,
+    subs: &[(ConnId, u32, String)],
+    conn: ConnId,
+    batch: &PublishBatch,
+    p: &PublishEntry<'_>,
+) {
+    let topic = &*batch.topic;
+    if topic == "silent" {
+        return;
+    }
+    let refuse = if topic == "nope" {
+        Some(FailureKind::UnknownTopicRule)
+    } else if topic == "slow" && batch.mode == PublishMode::Sync {
+        Some(FailureKind::Timeout {
+            waiting_for: vec!["h2".into(), "h3".into()],
+        })
+    } else {
+        None
+    };
+    if let Some(kind) = refuse {
+        if batch.mode != PublishMode::OneWay {
+            let failure = Failure {
+                kind,
+                message: format!("refused {topic}"),
+            };
+            server.send(
+                conn,
+                &Response::PublishFailed {
+                    request_id: p.request_id,
+                    failure,
+                },
+            );
+        }
+        return;
+    }
+    let next = next_offset.entry(topic.to_string()).or_insert(0);
+    let offset = Offset(*next);
+    *next += 1;
+    if batch.mode != PublishMode::OneWay {
+        server.send(
+            conn,
+            &Response::Published {
+                request_id: p.request_id,
+                offset,
+            },
+        );
+    }
+    for (sub_conn, sub_id, pattern) in subs {
+        if matches(pattern, topic) {
+            server.send_record(
+                *sub_conn,
+                &DeliveryRef {
+                    sub_id: *sub_id,
+                    topic,
+                    source: NodeId(0xab),
+                    source_name: Some("h1"),
+                    offset,
+                    timestamp_ms: 1_700_000_000_000,
+                    key: p.key,
+                    value: p.value,
+                },
+            );
+        }
+    }
 }

@@ -4,31 +4,15 @@ use super::*;
 
 fn golden_requests() -> Vec<(Request, Vec<u8>)> {
     vec![
+        (publish_golden(), publish_golden_bytes()),
         (
-            Request::Publish(Publish {
-                request_id: 0x0102_0304_0506_0708,
-                mode: PublishMode::Sync,
-                timeout_ms: 1000,
-                timestamp_ms: 5,
-                topic: "md".into(),
-                key: Bytes::from_static(b"k"),
-                value: Bytes::from_static(b"abc"),
-            }),
-            hex("00 00 00 24  01  01 02 03 04 05 06 07 08  02  00 00 03 e8
-                 00 00 00 00 00 00 00 05  00 02  00 01  00 00 00 03  6d 64  6b  61 62 63"),
-        ),
-        (
-            Request::Publish(Publish {
-                request_id: 0,
-                mode: PublishMode::OneWay,
-                timeout_ms: 0,
-                timestamp_ms: 0,
-                topic: "t".into(),
-                key: Bytes::new(),
-                value: Bytes::new(),
-            }),
-            hex("00 00 00 1f  01  00 00 00 00 00 00 00 00  00  00 00 00 00
-                 00 00 00 00 00 00 00 00  00 01  00 00  00 00 00 00  74"),
+            Request::Publish(
+                PublishBatch::new(PublishMode::OneWay, 0, "t", 0, &[(0, b"", b"")]).unwrap(),
+            ),
+            hex(
+                "00 00 00 23  07  00  00 00 00 00  00 01 74  00 00 00 00 00 00 00 00  00 00 00 01
+                 00 00 00 00 00 00 00 00  00 00  00 00 00 00",
+            ),
         ),
         (
             Request::Subscribe(Subscribe {
@@ -78,6 +62,28 @@ fn golden_requests() -> Vec<(Request, Vec<u8>)> {
             hex("00 00 00 09  06  00 00 00 00 00 00 00 03"),
         ),
     ]
+}
+
+fn publish_golden() -> Request {
+    let entries: [(u64, &[u8], &[u8]); 2] = [(5, b"k", b"abc"), (0, b"", b"z")];
+    Request::Publish(
+        PublishBatch::new(
+            PublishMode::Sync,
+            1000,
+            "md",
+            0x0102_0304_0506_0708,
+            &entries,
+        )
+        .unwrap(),
+    )
+}
+
+fn publish_golden_bytes() -> Vec<u8> {
+    hex(
+        "00 00 00 37  07  02  00 00 03 e8  00 02 6d 64  01 02 03 04 05 06 07 08  00 00 00 02
+         00 00 00 00 00 00 00 05  00 01  00 00 00 03  6b  61 62 63
+         00 00 00 00 00 00 00 00  00 00  00 00 00 01  7a",
+    )
 }
 
 fn records_golden() -> Response {
@@ -225,15 +231,20 @@ fn every_response_emits_and_parses_its_golden_bytes() {
 fn varied_frames_round_trip() {
     let big = Bytes::from(vec![0xa5u8; 1 << 20]);
     let requests = vec![
-        Request::Publish(Publish {
-            request_id: u64::MAX,
-            mode: PublishMode::Async,
-            timeout_ms: u32::MAX,
-            timestamp_ms: u64::MAX,
-            topic: "prix.€".into(),
-            key: Bytes::from(vec![0u8; 65535]),
-            value: big.clone(),
-        }),
+        Request::Publish(
+            PublishBatch::new(
+                PublishMode::Async,
+                u32::MAX,
+                "prix.€",
+                u64::MAX,
+                &[
+                    (u64::MAX, &[0u8; 65535], &big),
+                    (0, b"", b""),
+                    (1, b"k", b"v"),
+                ],
+            )
+            .unwrap(),
+        ),
         Request::Subscribe(Subscribe {
             sub_id: u32::MAX,
             pattern: "a".into(),
@@ -528,15 +539,24 @@ fn malformed_frames_are_errors() {
         hex("00 00 00 05  85  00 00 00 07"),
         // trailing byte after a ping
         hex("00 00 00 0a  06  00 00 00 00 00 00 00 03  00"),
-        // unknown publish mode 9
-        hex("00 00 00 1f  01  00 00 00 00 00 00 00 00  09  00 00 00 00
+        // the one-record PUBLISH kind of earlier builds
+        hex("00 00 00 1f  01  00 00 00 00 00 00 00 00  00  00 00 00 00
              00 00 00 00 00 00 00 00  00 01  00 00  00 00 00 00  74"),
+        // unknown publish mode 9
+        hex(
+            "00 00 00 23  07  09  00 00 00 00  00 01 74  00 00 00 00 00 00 00 00  00 00 00 01
+             00 00 00 00 00 00 00 00  00 00  00 00 00 00",
+        ),
         // topic not UTF-8
-        hex("00 00 00 1f  01  00 00 00 00 00 00 00 00  00  00 00 00 00
-             00 00 00 00 00 00 00 00  00 01  00 00  00 00 00 00  ff"),
+        hex(
+            "00 00 00 23  07  00  00 00 00 00  00 01 ff  00 00 00 00 00 00 00 00  00 00 00 01
+             00 00 00 00 00 00 00 00  00 00  00 00 00 00",
+        ),
         // key length past the end
-        hex("00 00 00 1f  01  00 00 00 00 00 00 00 00  00  00 00 00 00
-             00 00 00 00 00 00 00 00  00 01  00 09  00 00 00 00  74"),
+        hex(
+            "00 00 00 23  07  00  00 00 00 00  00 01 74  00 00 00 00 00 00 00 00  00 00 00 01
+             00 00 00 00 00 00 00 00  00 09  00 00 00 00",
+        ),
         // unknown start position
         hex("00 00 00 14  02  00 00 00 01  09  00 00 00 00 00 00 00 00  01  00 01 2a  00 00"),
     ];
@@ -548,13 +568,18 @@ fn malformed_frames_are_errors() {
     let over = (MAX_FRAME_BODY_LEN as u32 + 1).to_be_bytes();
     assert!(frame_len(&over).is_err());
     // A value length above 64 MiB is refused even if the frame is in range.
-    let mut publish = hex("00 00 00 00  01  00 00 00 00 00 00 00 00  01  00 00 00 00
-                           00 00 00 00 00 00 00 00  00 01  00 00");
+    let mut publish = hex(
+        "00 00 00 00  07  01  00 00 00 00  00 01 74  00 00 00 00 00 00 00 00
+                           00 00 00 01  00 00 00 00 00 00 00 00  00 00",
+    );
     publish.extend_from_slice(&(MAX_VALUE_LEN as u32 + 1).to_be_bytes());
-    publish.push(b't');
+    publish.push(b'v');
     let body_len = (publish.len() - 4) as u32;
     publish[..4].copy_from_slice(&body_len.to_be_bytes());
-    assert!(Request::parse(&Bytes::from(publish)).is_err());
+    assert!(matches!(
+        Request::parse(&Bytes::from(publish)),
+        Err(castlog::wire::Error::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -590,15 +615,17 @@ fn random_bytes_never_panic_the_decoder() {
 #[test]
 fn emit_refuses_what_the_layout_cannot_carry() {
     let long_topic = "t".repeat(70_000);
-    let p = Request::Publish(Publish {
+    let p = PublishRef {
         request_id: 1,
         mode: PublishMode::Async,
         timeout_ms: 0,
         timestamp_ms: 0,
-        topic: long_topic.into(),
-        key: Bytes::new(),
-        value: Bytes::new(),
-    });
+        topic: &long_topic,
+        key: b"",
+        value: b"",
+    };
+    assert!(PublishBatch::new(PublishMode::Async, 0, &long_topic, 1, &[(0, b"", b"")]).is_err());
+    assert!(PublishBatch::new(PublishMode::Async, 0, "t", 1, &[]).is_err());
     let mut out = vec![1, 2, 3];
     assert!(p.emit_to_vec(&mut out).is_err());
     assert_eq!(

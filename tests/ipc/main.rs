@@ -1,6 +1,7 @@
 //! The client <-> daemon IPC: golden bytes and round trips for every frame,
 //! framing split at every byte, malformed input (`frames`), record batching
-//! into RECORDS frames (`batch`), and a real
+//! into RECORDS frames (`batch`) and publish batching into PUBLISH frames
+//! (`publish_batch`), and a real
 //! `IpcServer` on a mio loop (`fake_daemon`, a small daemon in a thread) with
 //! real `Client`s (`server_client`) and the `castlog` CLI (`cli`) against it.
 
@@ -9,6 +10,7 @@ mod cli;
 mod fake_daemon;
 mod frames;
 mod pause;
+mod publish_batch;
 mod server_client;
 
 use std::collections::HashMap;
@@ -25,8 +27,8 @@ use castlog::client::{self, Client, ConsumeMode, Message, StartFrom};
 use castlog::daemon::ipc::{ConnId, IpcServer, IpcStats};
 use castlog::wire::ipc::{
     frame_len, take_frame, BatchRecord, Commit, DeliveryRef, Failure, FailureKind, GapNotice,
-    GapReason, OpenRecords, Publish, PublishMode, RecordBatch, Request, Response, Subscribe,
-    MAX_FRAME_BODY_LEN, MAX_VALUE_LEN,
+    GapReason, OpenPublish, OpenRecords, PublishBatch, PublishEntry, PublishMode, PublishRef,
+    RecordBatch, Request, Response, Subscribe, MAX_FRAME_BODY_LEN, MAX_VALUE_LEN,
 };
 use castlog::wire::{NodeId, Offset};
 

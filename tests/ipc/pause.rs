@@ -37,9 +37,9 @@ fn publish_frame(value: &[u8]) -> Vec<u8> {
 fn values(requests: &[(ConnId, Request)]) -> Vec<Vec<u8>> {
     requests
         .iter()
-        .filter_map(|(_, r)| match r {
-            Request::Publish(p) => Some(p.value.to_vec()),
-            _ => None,
+        .flat_map(|(_, r)| match r {
+            Request::Publish(b) => b.entries().map(|e| e.value.to_vec()).collect(),
+            _ => Vec::new(),
         })
         .collect()
 }

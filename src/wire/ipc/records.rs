@@ -299,7 +299,7 @@ impl OpenRecords {
 }
 
 /// Byte equality for short strings, compiled to a loop instead of a call.
-fn same_bytes(a: Option<&[u8]>, b: &[u8]) -> bool {
+pub(super) fn same_bytes(a: Option<&[u8]>, b: &[u8]) -> bool {
     a.is_some_and(|a| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y))
 }
 

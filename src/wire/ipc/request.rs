@@ -6,44 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::cursor::{Reader, Writer};
-use super::{
-    body_len32, emit_to_vec, field, kind, len16, malformed, value_len32, ConsumeMode, Frame,
-    PublishMode, StartFrom, FRAME_HEADER_LEN, MAX_VALUE_LEN, PUBLISH_FIXED_LEN,
-};
+use super::publish::PublishBatch;
+use super::{emit_to_vec, field, kind, malformed, ConsumeMode, Frame, StartFrom, FRAME_HEADER_LEN};
 use crate::wire::{NodeId, Offset, Result};
-
-/// A publish request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    /// Chosen by the client, echoed in `Published`/`PublishFailed`.
-    pub request_id: u64,
-    pub mode: PublishMode,
-    /// How long a sync publish may wait for acknowledgements before the
-    /// daemon fails it with the nodes still missing; 0 = the daemon's default.
-    /// The daemon, not the client, times out so that the answer can name them.
-    pub timeout_ms: u32,
-    /// Milliseconds since the Unix epoch; 0 = the daemon sets it.
-    pub timestamp_ms: u64,
-    /// Shared: consecutive publishes to one topic share one allocation (see
-    /// [`Request::parse_interning`]).
-    pub topic: Arc<str>,
-    /// Empty = no key.
-    pub key: Bytes,
-    pub value: Bytes,
-}
-
-/// The borrowed form of [`Publish`], so the client can encode a record
-/// straight from the caller's slices without an allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PublishRef<'a> {
-    pub request_id: u64,
-    pub mode: PublishMode,
-    pub timeout_ms: u32,
-    pub timestamp_ms: u64,
-    pub topic: &'a str,
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-}
 
 /// A subscribe request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +38,8 @@ pub struct Commit {
 /// the event loop sees requests and disconnects in one ordered stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Publish(Publish),
+    /// A run of records of one topic, mode and timeout.
+    Publish(PublishBatch),
     Subscribe(Subscribe),
     Unsubscribe {
         sub_id: u32,
@@ -89,71 +55,6 @@ pub enum Request {
     Disconnected,
 }
 
-impl Publish {
-    /// The borrowed form, for emitting.
-    pub fn as_ref(&self) -> PublishRef<'_> {
-        PublishRef {
-            request_id: self.request_id,
-            mode: self.mode,
-            timeout_ms: self.timeout_ms,
-            timestamp_ms: self.timestamp_ms,
-            topic: &self.topic,
-            key: &self.key,
-            value: &self.value,
-        }
-    }
-}
-
-impl PublishRef<'_> {
-    /// Bytes `emit` writes (header included).
-    pub fn buffer_len(&self) -> usize {
-        FRAME_HEADER_LEN + PUBLISH_FIXED_LEN + self.topic.len() + self.key.len() + self.value.len()
-    }
-
-    /// Writes the whole frame at the start of `buf`; returns the bytes written.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
-        if self.value.len() > MAX_VALUE_LEN {
-            return Err(malformed("publish", "value longer than 64 MiB"));
-        }
-        let mut w = Writer::frame(buf, self.buffer_len(), kind::PUBLISH)?;
-        w.u64(self.request_id)?;
-        w.u8(self.mode.code())?;
-        w.u32(self.timeout_ms)?;
-        w.u64(self.timestamp_ms)?;
-        w.len16(self.topic.len(), "topic longer than 65535 bytes")?;
-        w.len16(self.key.len(), "key longer than 65535 bytes")?;
-        w.len32(self.value.len())?;
-        w.bytes(self.topic.as_bytes())?;
-        w.bytes(self.key)?;
-        w.bytes(self.value)?;
-        w.finish()
-    }
-
-    /// Appends the frame to `out`; on error `out` is left unchanged. The
-    /// client's hot path: checks first, then plain appends (no zero-fill).
-    pub fn emit_to_vec(&self, out: &mut Vec<u8>) -> Result<usize> {
-        let len = self.buffer_len();
-        let topic_len = len16(self.topic.len(), "publish", "topic longer than 65535 bytes")?;
-        let key_len = len16(self.key.len(), "publish", "key longer than 65535 bytes")?;
-        let value_len = value_len32(self.value.len(), "publish")?;
-        let body_len = body_len32(len)?;
-        out.reserve(len);
-        out.extend_from_slice(&body_len.to_be_bytes());
-        out.push(kind::PUBLISH);
-        out.extend_from_slice(&self.request_id.to_be_bytes());
-        out.push(self.mode.code());
-        out.extend_from_slice(&self.timeout_ms.to_be_bytes());
-        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&topic_len.to_be_bytes());
-        out.extend_from_slice(&key_len.to_be_bytes());
-        out.extend_from_slice(&value_len.to_be_bytes());
-        out.extend_from_slice(self.topic.as_bytes());
-        out.extend_from_slice(self.key);
-        out.extend_from_slice(self.value);
-        Ok(len)
-    }
-}
-
 impl Request {
     /// Parses one whole frame (as split off by [`take_frame`](super::take_frame)). Keys and
     /// values are slices of `frame`.
@@ -164,37 +65,13 @@ impl Request {
     /// Like [`parse`](Request::parse), but a PUBLISH whose topic equals
     /// `last_topic` shares it instead of allocating, and `last_topic`
     /// becomes the topic of the last PUBLISH parsed. A fast publisher sends
-    /// runs to one topic: this takes an allocation and a free per record off
-    /// the daemon's hot path.
+    /// many frames to one topic: this takes an allocation and a free per
+    /// frame off the daemon's hot path.
     pub fn parse_interning(frame: &Bytes, last_topic: &mut Option<Arc<str>>) -> Result<Request> {
         let view = Frame::new_checked(&frame[..])?;
         let mut r = Reader::new(frame, field::BODY, "request");
         let request = match view.kind() {
-            kind::PUBLISH => {
-                r.frame = "publish";
-                let request_id = r.u64()?;
-                let mode = PublishMode::from_code(r.u8()?)?;
-                let timeout_ms = r.u32()?;
-                let timestamp_ms = r.u64()?;
-                let topic_len = usize::from(r.u16()?);
-                let key_len = usize::from(r.u16()?);
-                let value_len = r.u32()? as usize;
-                if value_len > MAX_VALUE_LEN {
-                    return Err(malformed("publish", "value longer than 64 MiB"));
-                }
-                let topic = r.shared_str(topic_len, last_topic)?;
-                let key = r.slice(key_len)?;
-                let value = r.slice(value_len)?;
-                Request::Publish(Publish {
-                    request_id,
-                    mode,
-                    timeout_ms,
-                    timestamp_ms,
-                    topic,
-                    key,
-                    value,
-                })
-            }
+            kind::PUBLISH => Request::Publish(PublishBatch::parse(frame, &mut r, last_topic)?),
             kind::SUBSCRIBE => {
                 r.frame = "subscribe";
                 let sub_id = r.u32()?;
@@ -238,7 +115,7 @@ impl Request {
     pub fn buffer_len(&self) -> usize {
         FRAME_HEADER_LEN
             + match self {
-                Request::Publish(p) => return p.as_ref().buffer_len(),
+                Request::Publish(b) => return b.frame().len(),
                 Request::Subscribe(s) => {
                     4 + 1
                         + 8
@@ -261,7 +138,7 @@ impl Request {
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let len = self.buffer_len();
         match self {
-            Request::Publish(p) => p.as_ref().emit(buf),
+            Request::Publish(b) => b.emit(buf),
             Request::Subscribe(s) => {
                 let group = match &s.group {
                     Some(g) if g.is_empty() => {
@@ -306,7 +183,10 @@ impl Request {
     /// Appends the frame to `out`; on error `out` is left unchanged.
     pub fn emit_to_vec(&self, out: &mut Vec<u8>) -> Result<usize> {
         match self {
-            Request::Publish(p) => p.as_ref().emit_to_vec(out),
+            Request::Publish(b) => {
+                out.extend_from_slice(b.frame());
+                Ok(b.frame().len())
+            }
             _ => emit_to_vec(out, self.buffer_len(), |buf| self.emit(buf)),
         }
     }
