@@ -628,8 +628,12 @@ impl Client {
                 Ok(n) => {
                     self.rbuf.extend_from_slice(&self.scratch[..n]);
                     self.dispatch_frames()?;
-                    if n < self.scratch.len() {
-                        // Probably drained; the next poll tells for sure.
+                    // Probably drained (the next poll tells for sure), or
+                    // records wait for the caller: hand them out before
+                    // reading on, so the frames they share are let go and
+                    // `rbuf` reuses its memory instead of faulting in new
+                    // pages for every read.
+                    if n < self.scratch.len() || !self.messages.is_empty() {
                         return Ok(());
                     }
                 }
