@@ -47,7 +47,7 @@
 mod error;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -144,7 +144,6 @@ pub struct Client {
     /// once anything else is queued or a write is attempted.
     open_publish: Option<OpenPublish>,
     rbuf: BytesMut,
-    scratch: Vec<u8>,
     /// Last topic and source name received, shared by the next records.
     interned: Interned,
     auto_flush_bytes: usize,
@@ -189,7 +188,6 @@ impl Client {
             wpos: 0,
             open_publish: None,
             rbuf: BytesMut::new(),
-            scratch: vec![0; READ_CHUNK_BYTES],
             interned: Interned::default(),
             auto_flush_bytes: DEFAULT_AUTO_FLUSH_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -617,23 +615,20 @@ impl Client {
     /// whole frame.
     fn read_some(&mut self) -> Result<(), Error> {
         loop {
-            // Read into a scratch buffer and append: no zero-fill of fresh
-            // memory per read.
-            match self.stream.read(&mut self.scratch) {
+            match read_into_spare(&self.stream, &mut self.rbuf, READ_CHUNK_BYTES) {
                 Ok(0) => {
                     self.is_closed = true;
                     self.dispatch_frames()?;
                     return Ok(());
                 }
                 Ok(n) => {
-                    self.rbuf.extend_from_slice(&self.scratch[..n]);
                     self.dispatch_frames()?;
                     // Probably drained (the next poll tells for sure), or
                     // records wait for the caller: hand them out before
                     // reading on, so the frames they share are let go and
                     // `rbuf` reuses its memory instead of faulting in new
                     // pages for every read.
-                    if n < self.scratch.len() || !self.messages.is_empty() {
+                    if n < READ_CHUNK_BYTES || !self.messages.is_empty() {
                         return Ok(());
                     }
                 }
@@ -735,6 +730,26 @@ fn check_name(what: &'static str, name: &str) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Reads at most `want` bytes into `buf`'s spare capacity (reserving it
+/// first): the bytes are copied once, by the kernel, with no zero-fill, and
+/// the frames split off `buf` share them. When the records of the previous
+/// read are gone, `reserve` takes back the same memory.
+fn read_into_spare(stream: &UnixStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(want);
+    // SAFETY: `spare` is writable memory of at least `len` bytes owned by
+    // `buf`; `read` writes at most `len` bytes into it and returns how many.
+    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = usize::try_from(n).unwrap_or(0).min(len);
+    // SAFETY: the kernel initialised the first `n` spare bytes.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// Waits until the socket is readable (or writable, when `want_write`), up
