@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use castlog::proto::{Dest, Event, GroupConfig, GroupId, Node, NodeId, Offset, ReplayOutcome};
-use castlog::wire::{Body, Flags, FrameRepr, NcfRepr, RecordRepr, ReplayStatus, Seq, SeqRange};
+use castlog::wire::{
+    Body, Flags, FrameRepr, NcfRepr, RecordRepr, ReplayStatus, Seq, SeqRange, StatusRepr,
+};
 
 const G: GroupId = GroupId(0);
 
@@ -18,6 +20,26 @@ fn node(id: u64, cfg: &GroupConfig, now: Instant) -> Node {
     let mut n = Node::new(NodeId(id), &format!("n{id}"), id);
     n.add_group(now, G, cfg.clone());
     n
+}
+
+/// Makes `n` more receivers (nodes 100.., at 10.0.0.100..) live at `a`, as
+/// their STATUS for `a`'s session does.
+fn add_live_receivers(a: &mut Node, t: Instant, n: u8) {
+    for k in 0..n {
+        let status = FrameRepr::new(
+            NodeId(100 + u64::from(k)),
+            a.session(G).unwrap(),
+            Flags::default(),
+            Body::Status(StatusRepr {
+                source: a.id(),
+                next_expected: Seq(0),
+                receive_window: 1 << 20,
+            }),
+        )
+        .to_vec()
+        .unwrap();
+        a.handle_datagram(t, addr(100 + k), None, &status);
+    }
 }
 
 /// Everything a node wants to send now.
@@ -72,6 +94,9 @@ fn gap_is_naked_after_a_random_delay_and_repaired_by_the_source() {
     let t0 = Instant::now();
     let cfg = GroupConfig::default();
     let (mut a, mut b, frames) = setup(&cfg, 3, t0);
+    // Several receivers: the repair serves them all, so it goes to the group.
+    add_live_receivers(&mut a, t0, 2);
+    drain(&mut a, t0);
     b.handle_datagram(t0, addr(1), Some(G), &frames[0]);
     b.handle_datagram(t0, addr(1), Some(G), &frames[2]); // seq 1 lost
     drain(&mut b, t0);
@@ -89,10 +114,13 @@ fn gap_is_naked_after_a_random_delay_and_repaired_by_the_source() {
     );
     a.handle_datagram(t1, addr(2), None, &naks[0].1);
     let answer = drain(&mut a, t1);
-    let kinds: Vec<String> = answer.iter().map(|(_, f)| kind(f)).collect();
+    let sent: Vec<(Dest, String)> = answer.iter().map(|(d, f)| (*d, kind(f))).collect();
     assert_eq!(
-        kinds,
-        vec!["Ncf".to_string(), "DATA 1".to_string()],
+        sent,
+        vec![
+            (Dest::Group(G), "Ncf".to_string()),
+            (Dest::Group(G), "DATA 1".to_string())
+        ],
         "NCF to the group, then the repair"
     );
     let repair = &answer[1].1;
@@ -144,6 +172,8 @@ fn duplicate_naks_within_the_linger_get_one_repair() {
     let t0 = Instant::now();
     let cfg = GroupConfig::default();
     let (mut a, mut b, frames) = setup(&cfg, 2, t0);
+    add_live_receivers(&mut a, t0, 3);
+    drain(&mut a, t0);
     b.handle_datagram(t0, addr(1), Some(G), &frames[1]);
     let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
     b.handle_timeout(t1);
@@ -642,4 +672,31 @@ fn a_gap_is_reported_before_the_buffered_records_after_it() {
         "gap after the records that follow it: {ev:?}"
     );
     assert_eq!(delivered_offsets(&ev), (2..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_single_receivers_repair_comes_unicast_without_an_ncf() {
+    let t0 = Instant::now();
+    let cfg = GroupConfig::default();
+    let (mut a, mut b, frames) = setup(&cfg, 3, t0);
+    add_live_receivers(&mut a, t0, 1);
+    drain(&mut a, t0);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[0]);
+    b.handle_datagram(t0, addr(1), Some(G), &frames[2]); // seq 1 lost
+    drain(&mut b, t0);
+    let t1 = t0 + cfg.nak_delay_max + Duration::from_millis(1);
+    b.handle_timeout(t1);
+    let nak = drain(&mut b, t1)
+        .into_iter()
+        .find(|(_, f)| kind(f) == "Nak")
+        .expect("a NAK")
+        .1;
+    a.handle_datagram(t1, addr(2), None, &nak);
+    // Nobody else to serve or to suppress: the repair goes to the NAKer's
+    // unicast socket (read at once, not behind the group's data).
+    let sent: Vec<(Dest, String)> = drain(&mut a, t1)
+        .into_iter()
+        .map(|(d, f)| (d, kind(&f)))
+        .collect();
+    assert_eq!(sent, vec![(Dest::Peer(addr(2)), "DATA 1".to_string())]);
 }
