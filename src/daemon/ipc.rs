@@ -42,7 +42,7 @@ pub use crate::wire::ipc::{DeliveryRef, Request, Response};
 pub type ConnId = usize;
 
 /// Most bytes read from one connection per readiness event.
-pub const READ_BUDGET_BYTES: usize = 1024 * 1024;
+pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// Output buffer capacity an idle connection keeps.
 const IDLE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Socket send buffer asked for each client connection (see `accept_all`).
