@@ -13,7 +13,8 @@
 # After the throughput table it prints: the command-line path (`castlog pub`
 # from a file of lines into `castlog sub`), the round trip (ping/pong, 32 B)
 # for each netconf `idle` policy against raw UDP, and the publisher's CPU
-# per record with 1 and with FANOUT (default 8) receiving hosts. The table
+# per record with 1 and with FANOUT (default 8) receiving hosts (with
+# `idle = "block"`, so that the CPU is the work, not polling). The table
 # also gives each daemon's peak RSS (VmHWM) and the publishing daemon's CPU
 # per record. SECTIONS="table cli rtt fanout" chooses what runs.
 #
@@ -160,8 +161,8 @@ for kind in $KINDS; do
       on 1 "$BIN/castlog" bench --raw --role publisher --peer "$(raw_peer "$kind")" --interface "$NET.1" --size "$size" --count "$n" --json > /dev/null
       wait $rp || true
       raw_rps=$(field records_per_sec < "$WORK/raw.json"); raw_mbs=$(field mb_per_sec < "$WORK/raw.json")
-      # castlog
-      start_daemons "$kind" block 1 2
+      # castlog, with the default idle policy (IDLE to choose another)
+      start_daemons "$kind" "${IDLE:-backoff}" 1 2
       ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" bench --role subscriber --size "$size" --count "$n" --idle-timeout 5 --json > "$WORK/cl.json" 2>/dev/null &
       sp=$!; sleep 0.5
       t0=$(cpu_ticks "$PID_1")
@@ -191,7 +192,7 @@ fi
 if [[ " $SECTIONS " == *" cli "* ]]; then
   n=$(records_for 64)
   awk -v n="$n" 'BEGIN { x = sprintf("%51s", ""); gsub(/ /, "x", x); for (i = 0; i < n; i++) printf "%012d%s\n", i, x }' > "$WORK/lines"
-  start_daemons multicast block 1 2
+  start_daemons multicast "${IDLE:-backoff}" 1 2
   ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" sub e2e.cli --count "$n" --idle-timeout 5 > "$WORK/cli.out" 2>/dev/null &
   sp=$!; sleep 0.5
   c0=$(date +%s.%N)
@@ -248,7 +249,7 @@ if [[ " $SECTIONS " == *" fanout "* ]]; then
   printf '%-16s %14s %16s %9s\n' fanout castlog_rec/s pub_cpu_us/rec complete
   for receivers in 1 "$FANOUT"; do
     hosts=$(seq 1 $((receivers + 1)))
-    start_daemons multicast block $hosts
+    start_daemons multicast block $hosts  # CPU of the work, not of polling
     ip netns exec "$NAME-2" "$BIN/castlog" --socket "$WORK/h2.sock" bench --role subscriber --size 64 --count "$n" --idle-timeout 5 --json > "$WORK/fan.json" 2>/dev/null &
     sp=$!; sleep 0.5
     t0=$(cpu_ticks "$PID_1")
