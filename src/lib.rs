@@ -10,6 +10,7 @@
 //! - [`daemon`]: the only room with sockets, threads and the clock.
 //! - [`client`]: the application API over the daemon's Unix socket.
 //! - [`decode`]: reads packet captures and shows the castlog frames in them.
+//! - `sys`: the one `unsafe` read both ends of the client IPC share.
 //!
 //! Dependencies point one way: `daemon -> proto, log, netconf, wire`;
 //! `proto -> wire`; `log -> wire::record`; `client -> wire::ipc`;
@@ -21,4 +22,5 @@ pub mod decode;
 pub mod log;
 pub mod netconf;
 pub mod proto;
+mod sys;
 pub mod wire;

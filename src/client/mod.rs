@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 pub use self::error::Error;
+use crate::sys::read_into_spare;
 use crate::wire::ipc::{
     take_frame, Commit, Failure, Interned, OpenPublish, PublishMode, PublishRef, Request, Response,
     Subscribe,
@@ -615,7 +616,12 @@ impl Client {
     /// whole frame.
     fn read_some(&mut self) -> Result<(), Error> {
         loop {
-            match read_into_spare(&self.stream, &mut self.rbuf, READ_CHUNK_BYTES) {
+            match read_into_spare(
+                self.stream.as_raw_fd(),
+                &mut self.rbuf,
+                READ_CHUNK_BYTES,
+                READ_CHUNK_BYTES,
+            ) {
                 Ok(0) => {
                     self.is_closed = true;
                     self.dispatch_frames()?;
@@ -730,26 +736,6 @@ fn check_name(what: &'static str, name: &str) -> Result<(), Error> {
         });
     }
     Ok(())
-}
-
-/// Reads at most `want` bytes into `buf`'s spare capacity (reserving it
-/// first): the bytes are copied once, by the kernel, with no zero-fill, and
-/// the frames split off `buf` share them. When the records of the previous
-/// read are gone, `reserve` takes back the same memory.
-fn read_into_spare(stream: &UnixStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-    buf.reserve(want);
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(want);
-    // SAFETY: `spare` is writable memory of at least `len` bytes owned by
-    // `buf`; `read` writes at most `len` bytes into it and returns how many.
-    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = usize::try_from(n).unwrap_or(0).min(len);
-    // SAFETY: the kernel initialised the first `n` spare bytes.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
 }
 
 /// Waits until the socket is readable (or writable, when `want_write`), up

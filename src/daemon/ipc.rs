@@ -28,6 +28,7 @@
 
 use std::io::{self, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,7 @@ use bytes::BytesMut;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::sys::read_into_spare;
 use crate::wire::ipc::{take_frame, OpenRecords};
 pub use crate::wire::ipc::{DeliveryRef, Request, Response};
 
@@ -47,6 +49,10 @@ pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 const IDLE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Socket send buffer asked for each client connection (see `accept_all`).
 const CONN_SEND_BUFFER_BYTES: usize = 1 << 20;
+/// Most a connection's read buffer grows by per read, so that a few records
+/// kept alive (waiting for the flow window) never pin much more memory
+/// than they hold.
+const READ_GROW_BYTES: usize = 64 << 10;
 /// Bytes asked of the kernel per `read` call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// Body size up to which records join an open RECORDS frame. Large enough
@@ -457,7 +463,12 @@ impl IpcServer {
                 break None;
             }
             let want = READ_CHUNK_BYTES.min(budget);
-            match read_into_spare(&conn.stream, &mut conn.rbuf, want) {
+            match read_into_spare(
+                conn.stream.as_raw_fd(),
+                &mut conn.rbuf,
+                want,
+                READ_GROW_BYTES,
+            ) {
                 Ok(0) => break Some(String::new()),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
@@ -667,29 +678,6 @@ fn decode_frames(
         }
     }
     Ok(())
-}
-
-/// Reads up to `want` bytes straight into `buf`'s spare capacity (grown
-/// first if needed): the records' bytes are copied once, by the kernel, and
-/// the frames split off `buf` share them. No zero-fill: the kernel writes the
-/// bytes before they count as part of `buf`. Grows by at most 64 KiB at a
-/// time, so that a few records kept alive (waiting for the flow window)
-/// never pin much more memory than they hold.
-fn read_into_spare(stream: &UnixStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    buf.reserve(want.min(64 << 10));
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(want);
-    // SAFETY: `spare` is writable memory of at least `len` bytes owned by
-    // `buf`; `read` writes at most `len` bytes into it and returns how many.
-    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = usize::try_from(n).unwrap_or(0).min(len);
-    // SAFETY: the kernel initialised the first `n` spare bytes.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
 }
 
 /// The announced total length of the (incomplete) frame at the start of
