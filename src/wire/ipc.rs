@@ -76,6 +76,7 @@
 //! slices of it, so a 64 MiB value is never copied by the decoder.
 
 mod cursor;
+mod open_frame;
 mod publish;
 mod records;
 mod request;

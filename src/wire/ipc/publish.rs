@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::cursor::Reader;
-use super::records::same_bytes;
+use super::open_frame::{same_bytes, OpenFrame};
 use super::{
     be_u32, body_len32, field, kind, len16, malformed, value_len32, PublishMode, FRAME_HEADER_LEN,
     MAX_VALUE_LEN,
@@ -108,12 +108,8 @@ pub struct PublishEntry<'a> {
 /// thing in the buffer before touching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenPublish {
-    /// Where the frame's `length` field is.
-    start: usize,
-    /// Where its `count` field is (the entries follow).
-    count_pos: usize,
+    frame: OpenFrame,
     first_request_id: u64,
-    count: u32,
 }
 
 impl PublishRef<'_> {
@@ -171,10 +167,8 @@ impl OpenPublish {
         out.extend_from_slice(&1u32.to_be_bytes());
         p.push_entry(out, key_len, value_len);
         Ok(OpenPublish {
-            start,
-            count_pos,
+            frame: OpenFrame::new(start, count_pos),
             first_request_id: p.request_id,
-            count: 1,
         })
     }
 
@@ -191,46 +185,34 @@ impl OpenPublish {
         max_body_len: usize,
     ) -> Result<bool> {
         let (key_len, value_len) = p.entry_lens()?;
-        let Some(body_len) = out
-            .get(self.start..self.start + field::LENGTH.end)
-            .map(|b| be_u32(b) as usize)
-        else {
-            return Ok(false);
-        };
-        if self.start + field::LENGTH.end + body_len != out.len() {
-            return Ok(false);
-        }
-        let Some(count) = self.count.checked_add(1) else {
-            return Ok(false);
-        };
-        let next_id = self.first_request_id.wrapping_add(u64::from(self.count));
+        let next_id = self
+            .first_request_id
+            .wrapping_add(u64::from(self.frame.count));
         if p.mode != PublishMode::OneWay && p.request_id != next_id {
             return Ok(false);
         }
-        let new_body_len = body_len + ENTRY_FIXED_LEN + p.key.len() + p.value.len();
-        if new_body_len > max_body_len || !self.header_matches(out, p) {
+        let entry_len = ENTRY_FIXED_LEN + p.key.len() + p.value.len();
+        let Some(length) = self.frame.room(out, entry_len, max_body_len)? else {
+            return Ok(false);
+        };
+        if !self.header_matches(out, p) {
             return Ok(false);
         }
-        // invariant: new_body_len <= max_body_len; callers pass a cap far
-        // below MAX_FRAME_BODY_LEN, and body_len32 refuses anything above.
-        let length = body_len32(new_body_len + field::LENGTH.end)?;
-        out.reserve(new_body_len - body_len);
+        out.reserve(entry_len);
         p.push_entry(out, key_len, value_len);
-        patch_u32(out, self.start, length);
-        patch_u32(out, self.count_pos, count);
-        self.count = count;
+        self.frame.commit(out, length);
         Ok(true)
     }
 
     /// Where the frame begins in the buffer: bytes before it may be written
     /// out, bytes from it on must not be until the frame is closed.
     pub fn start_pos(&self) -> usize {
-        self.start
+        self.frame.start
     }
 
     /// Records in the frame so far.
     pub fn count(&self) -> u32 {
-        self.count
+        self.frame.count
     }
 
     /// Whether mode, timeout and topic are exactly those `p` would write.
@@ -239,7 +221,9 @@ impl OpenPublish {
     /// `OpenRecords::append`).
     fn header_matches(&self, out: &[u8], p: &PublishRef<'_>) -> bool {
         // The request id (8 bytes before count) is checked by the caller.
-        let Some(head) = out.get(self.start + field::BODY..self.count_pos.saturating_sub(8)) else {
+        let Some(head) =
+            out.get(self.frame.start + field::BODY..self.frame.count_pos.saturating_sub(8))
+        else {
             return false;
         };
         let topic = p.topic.as_bytes();
@@ -414,13 +398,5 @@ impl PublishBatch {
                 have: buf.len(),
             }),
         }
-    }
-}
-
-/// Overwrites the big-endian `u32` at `pos`; a position outside `out` is
-/// left alone (append checked the frame is there before calling).
-fn patch_u32(out: &mut [u8], pos: usize, v: u32) {
-    if let Some(dst) = out.get_mut(pos..pos + 4) {
-        dst.copy_from_slice(&v.to_be_bytes());
     }
 }

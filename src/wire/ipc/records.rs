@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::cursor::{Reader, Writer};
+use super::open_frame::{same_bytes, OpenFrame};
 use super::{
     be_u32, body_len32, field, kind, len16, malformed, value_len32, Interned, FRAME_HEADER_LEN,
     MAX_VALUE_LEN,
@@ -69,11 +70,7 @@ pub struct DeliveryRef<'a> {
 /// frame is still the last thing in the buffer before touching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenRecords {
-    /// Where the frame's `length` field is.
-    start: usize,
-    /// Where its `count` field is (the entries follow).
-    count_pos: usize,
-    count: u32,
+    frame: OpenFrame,
 }
 
 impl RecordBatch {
@@ -210,9 +207,7 @@ impl OpenRecords {
         out.extend_from_slice(&1u32.to_be_bytes());
         push_entry(out, d, key_len, value_len);
         Ok(OpenRecords {
-            start,
-            count_pos,
-            count: 1,
+            frame: OpenFrame::new(start, count_pos),
         })
     }
 
@@ -228,42 +223,28 @@ impl OpenRecords {
         max_body_len: usize,
     ) -> Result<bool> {
         let (key_len, value_len) = entry_lens(d)?;
-        let Some(body_len) = out
-            .get(self.start..self.start + field::LENGTH.end)
-            .map(|b| be_u32(b) as usize)
-        else {
+        let entry_len = ENTRY_FIXED_LEN + d.key.len() + d.value.len();
+        let Some(length) = self.frame.room(out, entry_len, max_body_len)? else {
             return Ok(false);
         };
-        if self.start + field::LENGTH.end + body_len != out.len() {
+        if !self.header_matches(out, d) {
             return Ok(false);
         }
-        let new_body_len = body_len + ENTRY_FIXED_LEN + d.key.len() + d.value.len();
-        let Some(count) = self.count.checked_add(1) else {
-            return Ok(false);
-        };
-        if new_body_len > max_body_len || !self.header_matches(out, d) {
-            return Ok(false);
-        }
-        // invariant: new_body_len <= max_body_len; callers pass a cap far
-        // below MAX_FRAME_BODY_LEN, and body_len32 refuses anything above.
-        let length = body_len32(new_body_len + field::LENGTH.end)?;
-        out.reserve(new_body_len - body_len);
+        out.reserve(entry_len);
         push_entry(out, d, key_len, value_len);
-        patch_u32(out, self.start, length);
-        patch_u32(out, self.count_pos, count);
-        self.count = count;
+        self.frame.commit(out, length);
         Ok(true)
     }
 
     /// Where the frame begins in the buffer: bytes before it may be written
     /// out, bytes from it on must not be until the frame is closed.
     pub fn start_pos(&self) -> usize {
-        self.start
+        self.frame.start
     }
 
     /// Records in the frame so far.
     pub fn count(&self) -> u32 {
-        self.count
+        self.frame.count
     }
 
     /// Whether the frame's shared fields are exactly those `d` would write.
@@ -271,7 +252,7 @@ impl OpenRecords {
     /// and the short strings without a library call (six `memcmp` calls per
     /// record were a seventh of the receiving daemon's time at 64 B).
     fn header_matches(&self, out: &[u8], d: &DeliveryRef<'_>) -> bool {
-        let Some(head) = out.get(self.start + field::BODY..self.count_pos) else {
+        let Some(head) = out.get(self.frame.start + field::BODY..self.frame.count_pos) else {
             return false;
         };
         let name = d.source_name.unwrap_or("").as_bytes();
@@ -295,18 +276,5 @@ impl OpenRecords {
             && usize::from(u16::from_be_bytes([name_len[0], name_len[1]])) == name.len()
             && same_bytes(head.get(topic_at..name_at - 2), topic)
             && same_bytes(head.get(name_at..), name)
-    }
-}
-
-/// Byte equality for short strings, compiled to a loop instead of a call.
-pub(super) fn same_bytes(a: Option<&[u8]>, b: &[u8]) -> bool {
-    a.is_some_and(|a| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y))
-}
-
-/// Overwrites the big-endian `u32` at `pos`; a position outside `out` is
-/// left alone (append checked the frame is there before calling).
-fn patch_u32(out: &mut [u8], pos: usize, v: u32) {
-    if let Some(dst) = out.get_mut(pos..pos + 4) {
-        dst.copy_from_slice(&v.to_be_bytes());
     }
 }
