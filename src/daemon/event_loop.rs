@@ -743,7 +743,6 @@ impl Daemon {
             self.log_refused(topic, source, next.max(first), count, &e);
             return;
         }
-        let name = self.loop_state.names.get(&source).cloned();
         let mut fresh = Vec::with_capacity(count);
         for r in records() {
             if r.offset < next {
@@ -754,15 +753,22 @@ impl Daemon {
             self.stats.records_stored += 1;
             fresh.push(r);
         }
+        self.pass_on(topic, source, &fresh);
+    }
+
+    /// Hands records just stored in our log to matching subscribers and
+    /// consumer-group members.
+    fn pass_on(&mut self, topic: &Arc<str>, source: NodeId, records: &[RecordRepr<'_>]) {
+        let name = self.loop_state.names.get(&source).cloned();
         self.subs.on_records(
             &mut self.ipc,
             &mut self.log,
             topic,
             source,
             name.as_deref(),
-            &fresh,
+            records,
         );
-        self.group_records(topic, source, name.as_deref(), &fresh);
+        self.group_records(topic, source, name.as_deref(), records);
     }
 
     /// Writes a received record to our log, then to matching subscribers.
@@ -814,16 +820,7 @@ impl Daemon {
             }
         }
         self.stats.records_stored += 1;
-        let name = self.loop_state.names.get(&source).cloned();
-        self.subs.on_records(
-            &mut self.ipc,
-            &mut self.log,
-            topic,
-            source,
-            name.as_deref(),
-            &[record],
-        );
-        self.group_records(topic, source, name.as_deref(), &[record]);
+        self.pass_on(topic, source, &[record]);
     }
 
     fn housekeeping(&mut self, now: Instant) {

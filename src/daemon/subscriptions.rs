@@ -274,98 +274,15 @@ impl Subscriptions {
             }
             let mut behind = false;
             let keys: Vec<(Arc<str>, NodeId)> = sub.cursors.keys().cloned().collect();
-            'keys: for key in keys {
-                // Several reads per round: one read per round fell behind a
-                // stream that appends more than that per round, so a
-                // subscriber that lagged once stayed on the log for good.
-                for _ in 0..CATCH_UP_READS {
-                    if ipc.backlog(sub.conn) >= BACKLOG_LIMIT {
+            for key in keys {
+                match catch_up_cursor(sub, &key, ipc, log, names, &self.retained_from) {
+                    CatchUp::Done => {}
+                    CatchUp::Behind => behind = true,
+                    CatchUp::OutputFull => {
                         behind = true;
-                        break 'keys;
-                    }
-                    let (topic, source) = &key;
-                    let Some(cursor) = sub.cursors.get_mut(&key) else {
-                        continue 'keys;
-                    };
-                    let Ok(topic_log) = log.log(topic, *source) else {
-                        continue 'keys;
-                    };
-                    if *cursor >= topic_log.next_offset() {
-                        continue 'keys;
-                    }
-                    let name = names.get(source).map(|n| &**n);
-                    match topic_log.read(*cursor, CATCH_UP_BYTES) {
-                        Ok(batch) => {
-                            if let Some(hole) = &batch.hole {
-                                let retained = self.retained_from.get(&key).copied();
-                                let reason = match retained {
-                                    Some(from) if hole.end <= from => GapReason::Retention,
-                                    _ => GapReason::Unavailable,
-                                };
-                                ipc.send(
-                                    sub.conn,
-                                    &Response::Gap(GapNotice {
-                                        sub_id: sub.sub_id,
-                                        topic: topic.to_string(),
-                                        source: *source,
-                                        from: hole.start,
-                                        to: hole.end,
-                                        reason,
-                                    }),
-                                );
-                            }
-                            if let Ok(records) = batch.records() {
-                                for r in records {
-                                    ipc.send_record(
-                                        sub.conn,
-                                        &DeliveryRef {
-                                            sub_id: sub.sub_id,
-                                            topic,
-                                            source: *source,
-                                            source_name: name,
-                                            offset: r.offset,
-                                            timestamp_ms: r.timestamp_ms,
-                                            key: r.key,
-                                            value: r.value,
-                                        },
-                                    );
-                                }
-                            }
-                            if batch.next_offset <= *cursor {
-                                // Nothing readable past the cursor yet.
-                                continue 'keys;
-                            }
-                            *cursor = batch.next_offset;
-                        }
-                        Err(crate::log::Error::BelowRetention {
-                            requested,
-                            earliest,
-                        }) => {
-                            ipc.send(
-                                sub.conn,
-                                &Response::Gap(GapNotice {
-                                    sub_id: sub.sub_id,
-                                    topic: topic.to_string(),
-                                    source: *source,
-                                    from: requested,
-                                    to: earliest,
-                                    reason: GapReason::Retention,
-                                }),
-                            );
-                            *cursor = earliest;
-                            behind = true;
-                        }
-                        Err(e) => {
-                            ::log::warn!(
-                            "subscriber read failed topic={topic} source={source} offset={} error={e}",
-                            *cursor
-                        );
-                            continue 'keys;
-                        }
+                        break;
                     }
                 }
-                // The reads ran out before the log's end.
-                behind = true;
             }
             sub.lagging = behind;
         }
@@ -410,6 +327,118 @@ impl Subscriptions {
                 .unwrap_or(earliest),
         }
     }
+}
+
+/// How far one cursor got in a catch-up round.
+enum CatchUp {
+    /// At the log's end (or nothing more can be read now).
+    Done,
+    /// Still behind: the reads ran out, or retention moved it.
+    Behind,
+    /// The connection's output is full: stop serving this subscriber.
+    OutputFull,
+}
+
+/// Reads up to `CATCH_UP_READS` chunks of one (topic, source) log for a
+/// lagging subscriber, with a gap notice for any hole. Several reads per
+/// round: one read per round fell behind a stream that appends more than
+/// that per round, so a subscriber that lagged once stayed on the log.
+fn catch_up_cursor(
+    sub: &mut Sub,
+    key: &(Arc<str>, NodeId),
+    ipc: &mut IpcServer,
+    log: &mut LogDir,
+    names: &HashMap<NodeId, Arc<str>>,
+    retained_from: &HashMap<(Arc<str>, NodeId), Offset>,
+) -> CatchUp {
+    let (topic, source) = key;
+    let (conn, sub_id) = (sub.conn, sub.sub_id);
+    let name = names.get(source).map(|n| &**n);
+    let gap = |ipc: &mut IpcServer, from: Offset, to: Offset, reason: GapReason| {
+        ipc.send(
+            conn,
+            &Response::Gap(GapNotice {
+                sub_id,
+                topic: topic.to_string(),
+                source: *source,
+                from,
+                to,
+                reason,
+            }),
+        );
+    };
+    let mut moved_by_retention = false;
+    let done = |moved: bool| {
+        if moved {
+            CatchUp::Behind
+        } else {
+            CatchUp::Done
+        }
+    };
+    for _ in 0..CATCH_UP_READS {
+        if ipc.backlog(conn) >= BACKLOG_LIMIT {
+            return CatchUp::OutputFull;
+        }
+        let Some(cursor) = sub.cursors.get_mut(key) else {
+            return done(moved_by_retention);
+        };
+        let Ok(topic_log) = log.log(topic, *source) else {
+            return done(moved_by_retention);
+        };
+        if *cursor >= topic_log.next_offset() {
+            return done(moved_by_retention);
+        }
+        match topic_log.read(*cursor, CATCH_UP_BYTES) {
+            Ok(batch) => {
+                if let Some(hole) = &batch.hole {
+                    let reason = match retained_from.get(key) {
+                        Some(&from) if hole.end <= from => GapReason::Retention,
+                        _ => GapReason::Unavailable,
+                    };
+                    gap(ipc, hole.start, hole.end, reason);
+                }
+                if let Ok(records) = batch.records() {
+                    for r in records {
+                        ipc.send_record(
+                            conn,
+                            &DeliveryRef {
+                                sub_id,
+                                topic,
+                                source: *source,
+                                source_name: name,
+                                offset: r.offset,
+                                timestamp_ms: r.timestamp_ms,
+                                key: r.key,
+                                value: r.value,
+                            },
+                        );
+                    }
+                }
+                if batch.next_offset <= *cursor {
+                    // Nothing readable past the cursor yet.
+                    return done(moved_by_retention);
+                }
+                *cursor = batch.next_offset;
+            }
+            Err(crate::log::Error::BelowRetention {
+                requested,
+                earliest,
+            }) => {
+                gap(ipc, requested, earliest, GapReason::Retention);
+                *cursor = earliest;
+                moved_by_retention = true;
+            }
+            Err(e) => {
+                ::log::warn!(
+                    "subscriber read failed topic={topic} source={source} offset={} error={e}",
+                    *cursor
+                );
+                return done(moved_by_retention);
+            }
+        }
+    }
+    // The reads ran out before the log's end.
+    CatchUp::Behind
 }
 
 #[cfg(test)]
